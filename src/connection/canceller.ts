@@ -1,0 +1,158 @@
+import { now } from '../context/monotonic-clock.js'
+import type { PgClientConstructor, PgStandaloneClient } from './pg-types.js'
+import { sendProtocolCancel, type CancelTarget } from './protocol-cancel.js'
+
+/**
+ * How a cancel was delivered: `backend` is `pg_cancel_backend` on the control
+ * connection (confirmed), `protocol` a CancelRequest (unconfirmed), `kill` is
+ * `pg_terminate_backend` on the control connection.
+ */
+export type CancelMethod = 'backend' | 'protocol' | 'kill'
+
+/** What happened to one cancel. */
+export interface CancelOutcome {
+  readonly method: CancelMethod
+  /**
+   * True when the server has acted on the signal before we reuse the
+   * connection: `pg_cancel_backend`/`pg_terminate_backend` returned. A
+   * protocol cancel is never confirmed, so a connection cancelled that way is
+   * only reused when the query itself ended with the cancel.
+   */
+  readonly confirmed: boolean
+  readonly durationMs: number
+  /** Why the control connection was not used or did not answer, if so. */
+  readonly fallbackReason?: string
+}
+
+export interface CancellerOptions {
+  /** Makes the control connection; `pg.Client` with the pool's options by default. */
+  readonly createClient: () => PgStandaloneClient
+  /** Where protocol CancelRequests go. */
+  readonly target: CancelTarget
+  /** How long a control query may take before we fall back to a protocol cancel. */
+  readonly controlTimeoutMs: number
+  /** After the control connection fails to open, how long to go straight to the fallback. */
+  readonly reconnectDelayMs: number
+}
+
+/**
+ * Cancels backends over one dedicated, long-lived control connection, opened
+ * at start so that it is there when the server is at max_connections. All
+ * cancels share it (pg queues them on the one client). When it cannot be had,
+ * falls back to the protocol CancelRequest, which needs no slot.
+ */
+export class Canceller {
+  readonly #options: CancellerOptions
+  #client: Promise<PgStandaloneClient> | undefined
+  #unavailableUntil = 0
+  #lastFailure = ''
+  #ended = false
+
+  constructor(options: CancellerOptions) {
+    this.#options = options
+  }
+
+  /** Opens the control connection in the background; failures are retried on demand. */
+  start(): void {
+    this.#control().catch(() => {})
+  }
+
+  /** Cancels whatever `pid` is running; `secretKey` is for the protocol fallback. */
+  cancel(pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
+    return this.#signal('select pg_cancel_backend($1::int) as ok', 'backend', pid, secretKey)
+  }
+
+  /** Terminates the session `pid` (Kysely's 'kill session'). */
+  terminate(pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
+    return this.#signal('select pg_terminate_backend($1::int) as ok', 'kill', pid, secretKey)
+  }
+
+  async end(): Promise<void> {
+    this.#ended = true
+    const client = this.#client
+    this.#client = undefined
+    if (client) await client.then((c) => c.end()).catch(() => {})
+  }
+
+  async #signal(sql: string, method: CancelMethod, pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
+    const startedAt = now()
+    let fallbackReason: string
+    if (this.#ended) {
+      fallbackReason = 'dialect destroyed'
+    } else if (startedAt < this.#unavailableUntil) {
+      fallbackReason = `control connection unavailable: ${this.#lastFailure}`
+    } else {
+      const opening = this.#control()
+      try {
+        const client = await opening
+        await withTimeout(client.query(sql, [pid]), this.#options.controlTimeoutMs)
+        return { method, confirmed: true, durationMs: now() - startedAt }
+      } catch (error) {
+        fallbackReason = `control connection failed: ${error instanceof Error ? error.message : String(error)}`
+        // A control connection that did not answer in time is not trusted again.
+        this.#drop(opening)
+        void opening.then((client) => client.end()).catch(() => {})
+      }
+    }
+    if (secretKey === null || secretKey === undefined) {
+      throw new Error(`cannot cancel backend ${pid}: ${fallbackReason}, and the connection has no secret key for a protocol cancel`)
+    }
+    await sendProtocolCancel(this.#options.target, pid, secretKey, this.#options.controlTimeoutMs)
+    return { method: 'protocol', confirmed: false, durationMs: now() - startedAt, fallbackReason }
+  }
+
+  #control(): Promise<PgStandaloneClient> {
+    if (this.#client) return this.#client
+    const client = this.#options.createClient()
+    const opening = (async () => {
+      client.on('error', () => this.#drop(opening))
+      await client.connect()
+      client.unref?.()
+      return client
+    })()
+    this.#client = opening
+    opening.then(
+      () => {
+        if (this.#ended) void client.end().catch(() => {})
+      },
+      (error: unknown) => {
+        this.#lastFailure = error instanceof Error ? error.message : String(error)
+        this.#unavailableUntil = now() + this.#options.reconnectDelayMs
+        this.#drop(opening)
+      },
+    )
+    return opening
+  }
+
+  #drop(client: Promise<PgStandaloneClient>): void {
+    if (this.#client === client) this.#client = undefined
+  }
+}
+
+/** Builds the control connection's client from the pool's own options. */
+export function controlClientFactory(Client: PgClientConstructor, poolOptions: object, overrides: object | undefined): () => PgStandaloneClient {
+  return () =>
+    new Client({
+      ...poolOptions,
+      // pg-pool keeps `password` non-enumerable, so the spread misses it.
+      password: (poolOptions as { password?: unknown }).password,
+      application_name: 'pg-governor control',
+      ...overrides,
+    })
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)
+    promise.then(
+      (value) => {
+        clearTimeout(timer)
+        resolve(value)
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        reject(error instanceof Error ? error : new Error(String(error)))
+      },
+    )
+  })
+}

@@ -1,0 +1,469 @@
+import type { CompiledQuery, ControlConnectionProvider, DatabaseConnection, QueryResult } from 'kysely'
+import { deadlineTimer, type DeadlineWatcher } from '../context/deadline-timer.js'
+import { now } from '../context/monotonic-clock.js'
+import { currentQueryContext, type AbortWatcher, type QueryContext } from '../context/query-context.js'
+import type { PolicyRegistry } from '../context/policy-registry.js'
+import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
+import { QueryCanceledError } from '../errors/query-canceled-error.js'
+import type { GovernorEvents } from '../telemetry/governor-events.js'
+import type { Canceller, CancelOutcome } from './canceller.js'
+import type { PgCursor, PgCursorConstructor, PgPoolClient, PgQueryResult } from './pg-types.js'
+import type { StatementTimeoutLadder } from './statement-timeout-ladder.js'
+
+/** What every connection of one dialect shares. */
+export interface ConnectionServices {
+  readonly canceller: Canceller
+  readonly ladder: StatementTimeoutLadder
+  readonly policies: PolicyRegistry
+  readonly events: GovernorEvents
+  readonly cursor: PgCursorConstructor | undefined
+}
+
+/** The budget of one statement. */
+interface Budget {
+  readonly context: QueryContext | undefined
+  /** Monotonic deadline, Infinity for none. */
+  readonly deadline: number
+  readonly startedAt: number
+}
+
+type StatementTimeoutState = number | 'default' | 'unknown'
+
+const QUERY_CANCELED = '57014'
+
+/**
+ * One pooled pg client, governed: every statement carries its deadline to the
+ * server as statement_timeout (a SET only when the ladder step changes), is
+ * rejected at its deadline or abort, and is cancelled on the server. A
+ * cancelled connection is held until both the statement and the cancel have
+ * settled, so a cancel never reaches the next statement.
+ */
+export class GovernedConnection implements DatabaseConnection {
+  readonly #client: PgPoolClient
+  readonly #services: ConnectionServices
+  /** Session value of statement_timeout as far as we have set it. */
+  #sessionTimeout: StatementTimeoutState = 'default'
+  /** Value SET LOCAL in the current transaction; undefined when none was. */
+  #localTimeout: StatementTimeoutState | undefined
+  /** Tracked from the driver for pg versions without getTransactionStatus(). */
+  #inTransactionFlag = false
+  /** A cancelled statement still draining; the next statement waits for it. */
+  #settling: Promise<void> | undefined
+  /** Why the connection must be destroyed instead of reused, if it must. */
+  #discardReason: string | undefined
+  /** The statement on the wire, for Kysely's cancelQuery/killSession. */
+  #inFlight: Promise<unknown> | undefined
+
+  constructor(client: PgPoolClient, services: ConnectionServices) {
+    this.#client = client
+    this.#services = services
+    // pg-pool takes its error listener off a client while it is checked out; a
+    // backend killed between statements would then crash the process.
+    client.on('error', (error) => this.discard(`connection error: ${error.message}`))
+  }
+
+  /** The server process id of this connection. */
+  get pid(): number | undefined {
+    return this.#client.processID ?? undefined
+  }
+
+  /** The pg client, for advanced use (LISTEN, COPY). Do not release it yourself. */
+  get client(): PgPoolClient {
+    return this.#client
+  }
+
+  async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+    if (this.#settling) await this.#settling
+    this.#assertUsable()
+    const budget = this.#budget()
+    await this.#prepare(budget)
+    const queryPromise = this.#client.query<R>(compiledQuery.sql, compiledQuery.parameters)
+    if (budget.deadline === Infinity && !budget.context?.signals.length) {
+      return toQueryResult(await this.#track(queryPromise))
+    }
+    return toQueryResult(await new RunningStatement<PgQueryResult<R>>(this, budget, this.#track(queryPromise)).promise)
+  }
+
+  async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize: number): AsyncIterableIterator<QueryResult<R>> {
+    const Cursor = this.#services.cursor
+    if (!Cursor) {
+      throw new Error("`cursor` is not present in your postgres dialect config. It's required to make streaming work in postgres.")
+    }
+    if (this.#settling) await this.#settling
+    this.#assertUsable()
+    const budget = this.#budget()
+    await this.#prepare(budget)
+    const cursor: PgCursor<R> = this.#client.query(new Cursor<R>(compiledQuery.sql, compiledQuery.parameters.slice()))
+    const watch = new StreamWatch(this, budget)
+    try {
+      for (;;) {
+        const rows = await watch.read(cursor.read(chunkSize))
+        if (rows.length === 0) break
+        yield { rows }
+      }
+    } finally {
+      watch.detach()
+      if (watch.stopped) {
+        // The cancel is draining: close the cursor after it, off the caller's path.
+        const drained = this.#settling ?? Promise.resolve()
+        this.#settling = drained.then(() => cursor.close().catch((error: unknown) => this.discard(`cursor close failed: ${String(error)}`)))
+      } else {
+        await cursor.close()
+      }
+    }
+  }
+
+  /** Kysely's 'cancel query' strategy. */
+  async cancelQuery(_controlConnectionProvider: ControlConnectionProvider): Promise<void> {
+    const inFlight = this.#inFlight
+    if (inFlight) await this.cancelInFlight(inFlight, 'kysely', false)
+  }
+
+  /** Kysely's 'kill session' strategy: the connection is destroyed afterwards. */
+  async killSession(_controlConnectionProvider: ControlConnectionProvider): Promise<void> {
+    const inFlight = this.#inFlight
+    if (inFlight) await this.cancelInFlight(inFlight, 'kysely', true)
+  }
+
+  /** The pid is known from the startup message; nothing to collect. */
+  async collectSessionInfo(): Promise<void> {}
+
+  /**
+   * Cancels the statement behind `inFlight` on the server and keeps the
+   * connection until both have settled. Resolves when they have.
+   */
+  cancelInFlight(inFlight: Promise<unknown>, reason: 'deadline' | 'abort' | 'kysely', kill: boolean): Promise<void> {
+    const pid = this.pid
+    if (pid === undefined) {
+      this.discard('no backend pid to cancel')
+      return Promise.resolve()
+    }
+    const { canceller, events } = this.#services
+    const cancel = kill ? canceller.terminate(pid, this.#client.secretKey) : canceller.cancel(pid, this.#client.secretKey)
+    const previous = this.#settling
+    const settled = Promise.allSettled([inFlight, cancel, previous]).then(([query, sent]) => {
+      let outcome: CancelOutcome | undefined
+      let error: unknown
+      if (sent.status === 'rejected') {
+        error = sent.reason
+        this.discard(`cancel failed: ${String(error)}`)
+      } else {
+        outcome = sent.value
+        if (kill) this.discard('session killed')
+        else if (!outcome.confirmed && !(query.status === 'rejected' && isQueryCanceled(query.reason))) {
+          // An unconfirmed protocol cancel may still be on its way: never let it meet the next statement.
+          this.discard('unconfirmed protocol cancel')
+        }
+      }
+      if (this.#settling === settled) this.#settling = undefined
+      if (events.has('cancel')) events.emit('cancel', { pid, reason, outcome, error, destroyed: this.#discardReason !== undefined })
+    })
+    this.#settling = settled
+    return settled
+  }
+
+  /** Marks the connection to be destroyed when it is released. */
+  discard(reason: string): void {
+    this.#discardReason ??= reason
+  }
+
+  /** Driver hook: a transaction began or ended through the driver. */
+  transactionBoundary(state: 'begin' | 'end' | 'savepoint-rollback'): void {
+    if (state === 'begin') {
+      this.#inTransactionFlag = true
+      this.#localTimeout = undefined
+    } else if (state === 'end') {
+      this.#inTransactionFlag = false
+      this.#localTimeout = undefined
+    } else if (this.#localTimeout !== undefined) {
+      // ROLLBACK TO SAVEPOINT may have undone a SET LOCAL.
+      this.#localTimeout = 'unknown'
+    }
+  }
+
+  /**
+   * Runs a transaction-control statement (begin, commit, rollback, savepoint):
+   * after any draining cancel, without a deadline, so that a rollback always
+   * gets through.
+   */
+  async executeControl(sql: string): Promise<PgQueryResult<unknown>> {
+    if (this.#settling) await this.#settling
+    this.#assertUsable()
+    return this.#track(this.#client.query(sql))
+  }
+
+  /**
+   * Hands the client back to pg-pool once nothing is draining: destroyed if it
+   * is marked so, rolled back if it is inside a transaction. `done` runs when
+   * the client is back (or gone), to free the admission permit.
+   */
+  release(done: () => void): void {
+    if (this.#settling) {
+      void this.#settling.then(() => this.release(done))
+      return
+    }
+    if (this.#discardReason !== undefined) {
+      this.#client.release(new Error(`pg-governor discarded the connection: ${this.#discardReason}`))
+      done()
+      return
+    }
+    if (this.#inTransaction()) {
+      this.#client.query('rollback').then(
+        () => {
+          this.transactionBoundary('end')
+          this.#client.release()
+          done()
+        },
+        (error: unknown) => {
+          this.#client.release(error instanceof Error ? error : new Error(String(error)))
+          done()
+        },
+      )
+      return
+    }
+    this.#client.release()
+    done()
+  }
+
+  #assertUsable(): void {
+    if (this.#discardReason !== undefined) {
+      throw new Error(`pg-governor discarded this connection (${this.#discardReason}); it cannot run more statements`)
+    }
+  }
+
+  #budget(): Budget {
+    const context = currentQueryContext()
+    const startedAt = now()
+    const { timeoutMs } = this.#services.policies.resolve(context?.domain)
+    const policyDeadline = timeoutMs === undefined ? Infinity : startedAt + timeoutMs
+    const deadline = context && context.deadline < policyDeadline ? context.deadline : policyDeadline
+    return { context, deadline, startedAt }
+  }
+
+  /** Refuses a statement that cannot start, and brings statement_timeout to its step. */
+  async #prepare(budget: Budget): Promise<void> {
+    const aborted = budget.context?.abortedSignal()
+    if (aborted) {
+      throw new QueryCanceledError({ phase: 'before_start', reason: aborted.reason, waitedMs: 0, ranMs: 0 })
+    }
+    const remaining = budget.deadline - budget.startedAt
+    if (remaining <= 0) {
+      throw new DeadlineExceededError({ phase: 'before_start', budgetMs: 0, waitedMs: 0, ranMs: 0 })
+    }
+    const wanted: number | 'default' = remaining === Infinity ? 'default' : this.#services.ladder.bucketFor(remaining)
+    const status = this.#transactionStatus()
+    if (status === 'E') return // Every statement but rollback fails here anyway; a SET would too.
+    const inTransaction = status === 'T'
+    const current = inTransaction ? (this.#localTimeout ?? this.#sessionTimeout) : this.#sessionTimeout
+    if (current === wanted) return
+    // The value is a number we computed, never caller text.
+    const value = wanted === 'default' ? 'default' : String(wanted)
+    await this.#client.query(inTransaction ? `set local statement_timeout to ${value}` : `set statement_timeout to ${value}`)
+    if (inTransaction) this.#localTimeout = wanted
+    else this.#sessionTimeout = wanted
+    const { events } = this.#services
+    if (events.has('statementTimeout')) events.emit('statementTimeout', { pid: this.pid, valueMs: wanted, local: inTransaction })
+  }
+
+  #transactionStatus(): 'I' | 'T' | 'E' {
+    const status = this.#client.getTransactionStatus?.()
+    if (status === 'I' || status === 'T' || status === 'E') {
+      if (status === 'I') this.#localTimeout = undefined
+      return status
+    }
+    return this.#inTransactionFlag ? 'T' : 'I'
+  }
+
+  #inTransaction(): boolean {
+    return this.#transactionStatus() !== 'I'
+  }
+
+  #track<T>(promise: Promise<T>): Promise<T> {
+    this.#inFlight = promise
+    const clear = (): void => {
+      if (this.#inFlight === promise) this.#inFlight = undefined
+    }
+    promise.then(clear, clear)
+    return promise
+  }
+}
+
+/**
+ * A statement in flight with a deadline or signal: settles the caller's promise
+ * with the result, or at the deadline or abort with a typed error while the
+ * server-side cancel runs on.
+ */
+class RunningStatement<T> implements DeadlineWatcher, AbortWatcher {
+  readonly deadline: number
+  readonly promise: Promise<T>
+  readonly #connection: GovernedConnection
+  readonly #budget: Budget
+  readonly #query: Promise<T>
+  readonly #sentAt = now()
+  #resolve!: (value: T) => void
+  #reject!: (error: Error) => void
+  #done = false
+
+  constructor(connection: GovernedConnection, budget: Budget, query: Promise<T>) {
+    this.#connection = connection
+    this.#budget = budget
+    this.#query = query
+    this.deadline = budget.deadline
+    this.promise = new Promise<T>((resolve, reject) => {
+      this.#resolve = resolve
+      this.#reject = reject
+    })
+    if (this.deadline < Infinity) deadlineTimer.add(this)
+    budget.context?.watch(this)
+    query.then(
+      (value) => {
+        if (this.#finish()) this.#resolve(value)
+      },
+      (error: unknown) => {
+        if (this.#finish()) this.#reject(this.#translate(error))
+      },
+    )
+  }
+
+  onDeadline(): void {
+    if (!this.#finish()) return
+    this.#reject(this.#deadlineError(undefined))
+    void this.#connection.cancelInFlight(this.#query, 'deadline', false)
+  }
+
+  onAbort(reason: unknown): void {
+    if (!this.#finish()) return
+    const t = now()
+    this.#reject(new QueryCanceledError({ phase: 'running', reason, waitedMs: this.#sentAt - this.#budget.startedAt, ranMs: t - this.#sentAt }))
+    void this.#connection.cancelInFlight(this.#query, 'abort', false)
+  }
+
+  #finish(): boolean {
+    if (this.#done) return false
+    this.#done = true
+    deadlineTimer.delete(this)
+    this.#budget.context?.unwatch(this)
+    return true
+  }
+
+  /** The server's own statement_timeout (our backstop) beat the client timer: still a deadline. */
+  #translate(error: unknown): Error {
+    if (isStatementTimeout(error)) return this.#deadlineError(error)
+    return error instanceof Error ? error : new Error(String(error))
+  }
+
+  #deadlineError(cause: unknown): DeadlineExceededError {
+    const t = now()
+    return new DeadlineExceededError({
+      phase: 'running',
+      budgetMs: this.#budget.deadline - this.#budget.startedAt,
+      waitedMs: this.#sentAt - this.#budget.startedAt,
+      ranMs: t - this.#sentAt,
+      cause,
+    })
+  }
+}
+
+/**
+ * The deadline and signals of a streaming query. Between reads the backend is
+ * idle (a cancel would be a no-op), so a stop there takes effect at the next
+ * read; during a read the backend is cancelled.
+ */
+class StreamWatch implements DeadlineWatcher, AbortWatcher {
+  readonly deadline: number
+  readonly #connection: GovernedConnection
+  readonly #budget: Budget
+  readonly #startedAt = now()
+  #reading: { readonly promise: Promise<unknown>; readonly reject: (error: Error) => void } | undefined
+  #stopError: Error | undefined
+
+  constructor(connection: GovernedConnection, budget: Budget) {
+    this.#connection = connection
+    this.#budget = budget
+    this.deadline = budget.deadline
+    if (this.deadline < Infinity) deadlineTimer.add(this)
+    budget.context?.watch(this)
+  }
+
+  get stopped(): boolean {
+    return this.#stopError !== undefined
+  }
+
+  read<R>(promise: Promise<R[]>): Promise<R[]> {
+    if (this.#stopError) {
+      promise.catch(() => {})
+      return Promise.reject(this.#stopError)
+    }
+    return new Promise<R[]>((resolve, reject) => {
+      const reading = { promise, reject }
+      this.#reading = reading
+      promise.then(
+        (rows) => {
+          if (this.#reading !== reading) return
+          this.#reading = undefined
+          resolve(rows)
+        },
+        (error: unknown) => {
+          if (this.#reading !== reading) return
+          this.#reading = undefined
+          reject(isStatementTimeout(error) ? this.#deadlineError(error) : error)
+        },
+      )
+    })
+  }
+
+  onDeadline(): void {
+    this.#stop(this.#deadlineError(undefined), 'deadline')
+  }
+
+  onAbort(reason: unknown): void {
+    this.#stop(new QueryCanceledError({ phase: 'running', reason, waitedMs: 0, ranMs: now() - this.#startedAt }), 'abort')
+  }
+
+  detach(): void {
+    deadlineTimer.delete(this)
+    this.#budget.context?.unwatch(this)
+  }
+
+  #stop(error: Error, reason: 'deadline' | 'abort'): void {
+    if (this.#stopError) return
+    this.#stopError = error
+    this.detach()
+    const reading = this.#reading
+    if (reading) {
+      this.#reading = undefined
+      reading.reject(error)
+      void this.#connection.cancelInFlight(reading.promise, reason, false)
+    }
+  }
+
+  #deadlineError(cause: unknown): DeadlineExceededError {
+    return new DeadlineExceededError({
+      phase: 'running',
+      budgetMs: this.#budget.deadline - this.#budget.startedAt,
+      waitedMs: 0,
+      ranMs: now() - this.#startedAt,
+      cause,
+    })
+  }
+}
+
+function toQueryResult<R>(result: PgQueryResult<R>): QueryResult<R> {
+  const { command, rowCount, rows } = result
+  if (command === 'ROLLBACK' || command === 'COMMIT') {
+    return { rows: [{ command } as R] }
+  }
+  return {
+    numAffectedRows:
+      command === 'INSERT' || command === 'UPDATE' || command === 'DELETE' || command === 'MERGE' ? BigInt(rowCount ?? 0) : undefined,
+    rows: rows ?? [],
+  }
+}
+
+function isQueryCanceled(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === QUERY_CANCELED
+}
+
+function isStatementTimeout(error: unknown): boolean {
+  return isQueryCanceled(error) && /statement timeout/.test((error as Error).message)
+}

@@ -1,0 +1,220 @@
+import {
+  AbortedTransactionError,
+  createQueryId,
+  IdentifierNode,
+  RawNode,
+  type AbortableOperationOptions,
+  type DatabaseConnection,
+  type Driver,
+  type QueryCompiler,
+  type TransactionSettings,
+} from 'kysely'
+import { AdmissionGate } from '../admission/admission-gate.js'
+import { criticalityRank } from '../context/criticality.js'
+import { now } from '../context/monotonic-clock.js'
+import { currentQueryContext } from '../context/query-context.js'
+import { PolicyRegistry } from '../context/policy-registry.js'
+import { Canceller, controlClientFactory } from '../connection/canceller.js'
+import { GovernedConnection, type ConnectionServices } from '../connection/governed-connection.js'
+import type { PgClientConstructor, PgPool, PgPoolClient } from '../connection/pg-types.js'
+import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.js'
+import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
+import { GovernorError } from '../errors/governor-error.js'
+import { QueryCanceledError } from '../errors/query-canceled-error.js'
+import { GovernorEvents } from '../telemetry/governor-events.js'
+import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-config.js'
+
+/** pg-pool's own default for `max`. */
+const PG_POOL_DEFAULT_MAX = 10
+
+/**
+ * The Kysely driver behind {@link GovernedPostgresDialect}: admission in front
+ * of pg-pool, governed connections, and one canceller per dialect.
+ */
+export class GovernedDriver implements Driver {
+  readonly #config: GovernedPostgresDialectConfig
+  readonly #policies: PolicyRegistry
+  readonly #ladder: StatementTimeoutLadder
+  readonly #events: GovernorEvents
+  readonly #connections = new WeakMap<PgPoolClient, GovernedConnection>()
+  #pool: PgPool | undefined
+  #gate: AdmissionGate | undefined
+  #services: ConnectionServices | undefined
+  #canceller: Canceller | undefined
+
+  constructor(config: GovernedPostgresDialectConfig, policies: PolicyRegistry, ladder: StatementTimeoutLadder, events: GovernorEvents) {
+    this.#config = config
+    this.#policies = policies
+    this.#ladder = ladder
+    this.#events = events
+  }
+
+  /** The admission gate, once the driver is initialised. */
+  get gate(): AdmissionGate | undefined {
+    return this.#gate
+  }
+
+  get pool(): PgPool | undefined {
+    return this.#pool
+  }
+
+  async init(options?: AbortableOperationOptions): Promise<void> {
+    const { pool } = this.#config
+    const resolved = typeof pool === 'function' ? await pool(options) : pool
+    const max = (resolved.options as { max?: unknown }).max
+    this.#gate = new AdmissionGate(typeof max === 'number' && max > 0 ? max : PG_POOL_DEFAULT_MAX)
+    // An unhandled 'error' from an idle client would crash the process (a server restart does that).
+    resolved.on?.('error', (error) => this.#events.emit('poolError', error))
+    const Client = (this.#config.controlClient ?? resolved.Client) as PgClientConstructor | undefined
+    if (!Client) {
+      throw new GovernorError('INVALID_OPTION', 'the pool has no `Client` constructor; pass `controlClient` (pg.Client) in the dialect config')
+    }
+    const probe = new Client({ ...resolved.options })
+    this.#canceller = new Canceller({
+      createClient: controlClientFactory(Client, resolved.options, this.#config.controlConnection?.config),
+      target: { host: probe.host ?? 'localhost', port: probe.port ?? 5432 },
+      controlTimeoutMs: this.#config.controlConnection?.timeoutMs ?? 1_000,
+      reconnectDelayMs: this.#config.controlConnection?.reconnectDelayMs ?? 1_000,
+    })
+    if (this.#config.controlConnection?.eager !== false) this.#canceller.start()
+    this.#services = Object.freeze({
+      canceller: this.#canceller,
+      ladder: this.#ladder,
+      policies: this.#policies,
+      events: this.#events,
+      cursor: this.#config.cursor,
+    })
+    this.#pool = resolved
+  }
+
+  async acquireConnection(options?: AbortableOperationOptions): Promise<DatabaseConnection> {
+    const gate = this.#gate
+    const pool = this.#pool
+    if (!gate || !pool) throw new GovernorError('POOL_CLOSED', 'driver has already been destroyed')
+    if (!gate.tryAcquire()) {
+      const context = currentQueryContext()
+      const startedAt = now()
+      const policy = this.#policies.resolve(context?.domain)
+      const policyDeadline = policy.timeoutMs === undefined ? Infinity : startedAt + policy.timeoutMs
+      const deadline = Math.min(context?.deadline ?? Infinity, policyDeadline)
+      const aborted = context?.abortedSignal() ?? (options?.signal?.aborted ? options.signal : undefined)
+      if (aborted) throw new QueryCanceledError({ phase: 'before_start', reason: aborted.reason, waitedMs: 0, ranMs: 0 })
+      if (deadline <= startedAt) throw new DeadlineExceededError({ phase: 'before_start', budgetMs: 0, waitedMs: 0, ranMs: 0 })
+      await gate.acquire({
+        rank: criticalityRank(context?.criticality ?? policy.criticality),
+        deadline,
+        startedAt,
+        context,
+        signal: options?.signal,
+      })
+    }
+    let client: PgPoolClient
+    try {
+      client = await pool.connect()
+    } catch (error) {
+      gate.release()
+      throw error
+    }
+    if (!this.#pool) {
+      client.release()
+      gate.release()
+      throw new GovernorError('POOL_CLOSED', 'driver has already been destroyed')
+    }
+    let connection = this.#connections.get(client)
+    if (!connection) {
+      connection = new GovernedConnection(client, this.#services as ConnectionServices)
+      this.#connections.set(client, connection)
+      if (this.#config.onCreateConnection) await this.#guard(connection, () => this.#config.onCreateConnection?.(connection as GovernedConnection, options))
+    }
+    if (this.#config.onReserveConnection) await this.#guard(connection, () => this.#config.onReserveConnection?.(connection as GovernedConnection, options))
+    return connection
+  }
+
+  async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+    let sql = 'begin'
+    if (settings.isolationLevel || settings.accessMode) {
+      sql = 'start transaction'
+      if (settings.isolationLevel) sql += ` isolation level ${settings.isolationLevel}`
+      if (settings.accessMode) sql += ` ${settings.accessMode}`
+    }
+    const governed = asGoverned(connection)
+    await governed.executeControl(sql)
+    governed.transactionBoundary('begin')
+  }
+
+  async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    const governed = asGoverned(connection)
+    const result = await governed.executeControl('commit')
+    governed.transactionBoundary('end')
+    // PostgreSQL completes COMMIT with a ROLLBACK tag when an earlier error aborted the transaction.
+    if (result.command === 'ROLLBACK') throw new AbortedTransactionError()
+  }
+
+  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    const governed = asGoverned(connection)
+    try {
+      await governed.executeControl('rollback')
+      governed.transactionBoundary('end')
+    } catch (error) {
+      governed.discard(`rollback failed: ${String(error)}`)
+      throw error
+    }
+  }
+
+  async savepoint(connection: DatabaseConnection, savepointName: string, compileQuery: QueryCompiler['compileQuery']): Promise<void> {
+    await this.#savepointCommand(connection, 'savepoint', savepointName, compileQuery)
+  }
+
+  async rollbackToSavepoint(connection: DatabaseConnection, savepointName: string, compileQuery: QueryCompiler['compileQuery']): Promise<void> {
+    await this.#savepointCommand(connection, 'rollback to', savepointName, compileQuery)
+    asGoverned(connection).transactionBoundary('savepoint-rollback')
+  }
+
+  async releaseSavepoint(connection: DatabaseConnection, savepointName: string, compileQuery: QueryCompiler['compileQuery']): Promise<void> {
+    await this.#savepointCommand(connection, 'release', savepointName, compileQuery)
+  }
+
+  async releaseConnection(connection: DatabaseConnection): Promise<void> {
+    const gate = this.#gate
+    asGoverned(connection).release(() => gate?.release())
+  }
+
+  async destroy(): Promise<void> {
+    const pool = this.#pool
+    const canceller = this.#canceller
+    this.#pool = undefined
+    this.#canceller = undefined
+    await canceller?.end()
+    if (pool) await pool.end()
+  }
+
+  async #savepointCommand(
+    connection: DatabaseConnection,
+    command: 'savepoint' | 'rollback to' | 'release',
+    savepointName: string,
+    compileQuery: QueryCompiler['compileQuery'],
+  ): Promise<void> {
+    const compiled = compileQuery(savepointNode(command, savepointName), createQueryId())
+    await asGoverned(connection).executeControl(compiled.sql)
+  }
+
+  /** A hook that throws must not leak the connection or the permit. */
+  async #guard(connection: GovernedConnection, hook: () => Promise<void> | undefined): Promise<void> {
+    try {
+      await hook()
+    } catch (error) {
+      connection.release(() => this.#gate?.release())
+      throw error
+    }
+  }
+}
+
+function asGoverned(connection: DatabaseConnection): GovernedConnection {
+  if (connection instanceof GovernedConnection) return connection
+  throw new TypeError('GovernedDriver was given a connection it did not create')
+}
+
+/** The same node Kysely's own (unexported) savepoint parser builds: the name is sanitised as an identifier. */
+function savepointNode(command: 'savepoint' | 'rollback to' | 'release', savepointName: string): RawNode {
+  return RawNode.createWithChildren([RawNode.createWithSql(`${command} `), IdentifierNode.create(savepointName)])
+}

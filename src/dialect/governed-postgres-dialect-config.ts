@@ -1,0 +1,58 @@
+import type { AbortableOperationOptions, DatabaseConnection } from 'kysely'
+import type { Criticality } from '../context/criticality.js'
+import type { QueryPolicy } from '../context/policy-registry.js'
+import type { PgClientConstructor, PgCursorConstructor, PgPool } from '../connection/pg-types.js'
+
+/**
+ * Options of {@link GovernedPostgresDialect}: Kysely's `PostgresDialectConfig`
+ * (`pool`, `cursor`, `controlClient`, `onCreateConnection`,
+ * `onReserveConnection`) plus governance.
+ *
+ * @example
+ * ```ts
+ * const config: GovernedPostgresDialectConfig = {
+ *   pool: new pg.Pool({ connectionString, max: 10 }),
+ *   cursor: Cursor,
+ *   defaultTimeoutMs: 5_000,
+ *   policies: { payment: { timeoutMs: 3_000, criticality: 'critical' } },
+ * }
+ * ```
+ */
+export interface GovernedPostgresDialectConfig {
+  /** A pg Pool, or a function that makes one (called once, at the first query). Give the dialect a pool of its own. */
+  readonly pool: PgPool | ((options?: AbortableOperationOptions) => Promise<PgPool>)
+  /** `pg-cursor`'s Cursor, for `.stream()`. */
+  readonly cursor?: PgCursorConstructor | undefined
+  /** The pg `Client` used for the control connection; the pool's `Client` by default. */
+  readonly controlClient?: PgClientConstructor | undefined
+  /** Called once for each new connection, as in Kysely's PostgresDialect. */
+  readonly onCreateConnection?: ((connection: DatabaseConnection, options?: AbortableOperationOptions) => Promise<void>) | undefined
+  /** Called each time a connection is taken from the pool, as in Kysely's PostgresDialect. */
+  readonly onReserveConnection?: ((connection: DatabaseConnection, options?: AbortableOperationOptions) => Promise<void>) | undefined
+
+  /**
+   * Budget of a statement (and of a wait for a connection) that has no shorter
+   * deadline, in milliseconds. Default 30 000. `null` gives such statements no
+   * deadline and no statement_timeout of ours.
+   */
+  readonly defaultTimeoutMs?: number | null | undefined
+  /** Criticality of work that names none. Default `critical`, as in the SRE book. */
+  readonly defaultCriticality?: Criticality | undefined
+  /** Policies by domain (`withQueryContext({ domain })`), changeable later through `dialect.policies`. */
+  readonly policies?: Readonly<Record<string, QueryPolicy>> | undefined
+  /** The statement_timeout steps in milliseconds, strictly increasing. */
+  readonly statementTimeoutLadderMs?: readonly number[] | undefined
+  /** The dedicated connection that sends `pg_cancel_backend`. */
+  readonly controlConnection?:
+    | {
+        /** pg Client options merged over the pool's (for example a role with pg_signal_backend). */
+        readonly config?: object | undefined
+        /** Open it at the first query rather than at the first cancel. Default true. */
+        readonly eager?: boolean | undefined
+        /** A control query slower than this falls back to a protocol cancel. Default 1000 ms. */
+        readonly timeoutMs?: number | undefined
+        /** After it failed to open, go straight to the protocol cancel for this long. Default 1000 ms. */
+        readonly reconnectDelayMs?: number | undefined
+      }
+    | undefined
+}

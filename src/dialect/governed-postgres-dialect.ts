@@ -1,0 +1,84 @@
+import {
+  PostgresAdapter,
+  PostgresIntrospector,
+  PostgresQueryCompiler,
+  type DatabaseIntrospector,
+  type Dialect,
+  type DialectAdapter,
+  type Driver,
+  type Kysely,
+  type QueryCompiler,
+} from 'kysely'
+import { PolicyRegistry } from '../context/policy-registry.js'
+import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.js'
+import { InvalidOptionError } from '../errors/invalid-option-error.js'
+import { GovernorEvents } from '../telemetry/governor-events.js'
+import { GovernedDriver } from './governed-driver.js'
+import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-config.js'
+
+/**
+ * A drop-in for Kysely's `PostgresDialect` that governs every query: the
+ * ambient deadline and signal of {@link withQueryContext} reach each statement,
+ * an abandoned statement is cancelled on the server, statement_timeout backs
+ * the deadline up on the server, and waiting for a connection is bounded and
+ * ordered by criticality.
+ *
+ * Options are validated and frozen at construction; a malformed one throws
+ * {@link InvalidOptionError}.
+ *
+ * @example
+ * ```ts
+ * import { Kysely } from 'kysely'
+ * import pg from 'pg'
+ * import Cursor from 'pg-cursor'
+ * import { GovernedPostgresDialect, withQueryContext } from 'pg-governor'
+ *
+ * const db = new Kysely<Database>({
+ *   dialect: new GovernedPostgresDialect({ pool: new pg.Pool({ connectionString }), cursor: Cursor }),
+ * })
+ * await withQueryContext({ timeoutMs: 500 }, () => db.selectFrom('person').selectAll().execute())
+ * ```
+ */
+export class GovernedPostgresDialect implements Dialect {
+  readonly #config: GovernedPostgresDialectConfig
+  readonly #ladder: StatementTimeoutLadder
+  readonly #drivers: GovernedDriver[] = []
+  /** Policies by domain; change them at runtime with `set` and `delete`. */
+  readonly policies: PolicyRegistry
+  /** Typed listeners for queries, cancels and statement_timeout changes. */
+  readonly events = new GovernorEvents()
+
+  constructor(config: GovernedPostgresDialectConfig) {
+    if (config === null || typeof config !== 'object') {
+      throw new InvalidOptionError('config', 'must be an object with at least `pool`')
+    }
+    const { pool } = config
+    if (pool === null || (typeof pool !== 'object' && typeof pool !== 'function')) {
+      throw new InvalidOptionError('pool', 'must be a pg Pool or a function returning one')
+    }
+    if (typeof pool === 'object' && typeof pool.connect !== 'function') {
+      throw new InvalidOptionError('pool', 'must be a pg Pool (it has no connect method)')
+    }
+    this.policies = new PolicyRegistry(config)
+    this.#ladder = new StatementTimeoutLadder(config.statementTimeoutLadderMs)
+    this.#config = Object.freeze({ ...config })
+  }
+
+  createDriver(): Driver {
+    const driver = new GovernedDriver(this.#config, this.policies, this.#ladder, this.events)
+    this.#drivers.push(driver)
+    return driver
+  }
+
+  createQueryCompiler(): QueryCompiler {
+    return new PostgresQueryCompiler()
+  }
+
+  createAdapter(): DialectAdapter {
+    return new PostgresAdapter()
+  }
+
+  createIntrospector(db: Kysely<any>): DatabaseIntrospector {
+    return new PostgresIntrospector(db)
+  }
+}

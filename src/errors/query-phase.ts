@@ -1,0 +1,6 @@
+/**
+ * Where a query was when it was stopped: waiting for a connection (`waiting`),
+ * running on the server (`running`), or never started because its budget was
+ * already spent or its signal already aborted (`before_start`).
+ */
+export type QueryPhase = 'before_start' | 'waiting' | 'running'

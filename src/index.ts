@@ -1,0 +1,25 @@
+export { GovernedPostgresDialect } from './dialect/governed-postgres-dialect.js'
+export type { GovernedPostgresDialectConfig } from './dialect/governed-postgres-dialect-config.js'
+export { GovernedDriver } from './dialect/governed-driver.js'
+export { GovernedConnection } from './connection/governed-connection.js'
+export { StatementTimeoutLadder, DEFAULT_STATEMENT_TIMEOUT_LADDER_MS } from './connection/statement-timeout-ladder.js'
+export type { CancelMethod, CancelOutcome } from './connection/canceller.js'
+export type { PgPool, PgPoolClient, PgClient, PgCursorConstructor, PgClientConstructor } from './connection/pg-types.js'
+export { withQueryContext, currentQueryContext, QueryContext } from './context/query-context.js'
+export type { QueryContextOptions } from './context/query-context.js'
+export { CRITICALITIES, DEFAULT_CRITICALITY, type Criticality } from './context/criticality.js'
+export { PolicyRegistry, DEFAULT_TIMEOUT_MS, type QueryPolicy, type ResolvedPolicy } from './context/policy-registry.js'
+export { GovernorError, type GovernorErrorCode } from './errors/governor-error.js'
+export { DeadlineExceededError } from './errors/deadline-exceeded-error.js'
+export { QueryCanceledError } from './errors/query-canceled-error.js'
+export { InvalidOptionError } from './errors/invalid-option-error.js'
+export type { QueryPhase } from './errors/query-phase.js'
+export { GovernorEvents } from './telemetry/governor-events.js'
+export type {
+  GovernorEventMap,
+  GovernorListener,
+  QueryEvent,
+  QueryOutcome,
+  CancelEvent,
+  StatementTimeoutEvent,
+} from './telemetry/governor-events.js'

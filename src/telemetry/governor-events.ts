@@ -1,0 +1,90 @@
+import type { Criticality } from '../context/criticality.js'
+import type { CancelOutcome } from '../connection/canceller.js'
+import type { QueryPhase } from '../errors/query-phase.js'
+
+/** How a governed query ended. */
+export type QueryOutcome = 'ok' | 'error' | 'deadline_exceeded' | 'canceled' | 'shed'
+
+/** Emitted once per statement (or per acquisition that never got to run one). */
+export interface QueryEvent {
+  readonly outcome: QueryOutcome
+  readonly criticality: Criticality
+  readonly domain: string | undefined
+  readonly phase: QueryPhase
+  readonly budgetMs: number
+  readonly waitedMs: number
+  readonly ranMs: number
+  readonly pid: number | undefined
+  readonly sqlState: string | undefined
+}
+
+/** Emitted when a cancel settled, or failed. */
+export interface CancelEvent {
+  readonly pid: number
+  readonly reason: 'deadline' | 'abort' | 'kysely'
+  readonly outcome: CancelOutcome | undefined
+  readonly error: unknown
+  /** The connection was destroyed rather than reused. */
+  readonly destroyed: boolean
+}
+
+/** Emitted when a statement_timeout SET was sent. */
+export interface StatementTimeoutEvent {
+  readonly pid: number | undefined
+  readonly valueMs: number | 'default'
+  readonly local: boolean
+}
+
+/** The events and their payloads. */
+export interface GovernorEventMap {
+  query: QueryEvent
+  cancel: CancelEvent
+  statementTimeout: StatementTimeoutEvent
+  poolError: Error
+}
+
+/** A typed event listener. */
+export type GovernorListener<K extends keyof GovernorEventMap> = (event: GovernorEventMap[K]) => void
+
+/**
+ * Typed listeners for what the dialect does. Listeners run synchronously on the
+ * query's path, so keep them cheap; one that throws is ignored.
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('cancel', (event) => console.log('cancelled', event.pid, event.outcome?.method))
+ * ```
+ */
+export class GovernorEvents {
+  readonly #listeners: { [K in keyof GovernorEventMap]: GovernorListener<K>[] } = {
+    query: [],
+    cancel: [],
+    statementTimeout: [],
+    poolError: [],
+  }
+
+  /** Adds a listener; returns a function that removes it. */
+  on<K extends keyof GovernorEventMap>(event: K, listener: GovernorListener<K>): () => void {
+    const list = this.#listeners[event] as GovernorListener<K>[]
+    list.push(listener)
+    return () => {
+      const index = list.indexOf(listener)
+      if (index >= 0) list.splice(index, 1)
+    }
+  }
+
+  /** Whether anyone listens, so that callers can skip building the payload. */
+  has(event: keyof GovernorEventMap): boolean {
+    return this.#listeners[event].length > 0
+  }
+
+  emit<K extends keyof GovernorEventMap>(event: K, payload: GovernorEventMap[K]): void {
+    for (const listener of this.#listeners[event] as GovernorListener<K>[]) {
+      try {
+        listener(payload)
+      } catch {
+        // A listener's failure must not fail the query it observes.
+      }
+    }
+  }
+}
