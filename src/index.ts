@@ -1,6 +1,6 @@
 export { GovernedPostgresDialect } from './dialect/governed-postgres-dialect.js'
 export type { GovernedPostgresDialectConfig } from './dialect/governed-postgres-dialect-config.js'
-export { GovernedDriver } from './dialect/governed-driver.js'
+export { GovernedDriver, type PoolStats } from './dialect/governed-driver.js'
 export { GovernedConnection } from './connection/governed-connection.js'
 export { StatementTimeoutLadder, DEFAULT_STATEMENT_TIMEOUT_LADDER_MS } from './connection/statement-timeout-ladder.js'
 export type { CancelMethod, CancelOutcome } from './connection/canceller.js'

@@ -31,6 +31,9 @@ type StatementTimeoutState = number | 'default' | 'unknown'
 
 const QUERY_CANCELED = '57014'
 
+/** How long a cancelled statement may take to end before its connection is destroyed instead. */
+const SETTLE_TIMEOUT_MS = 5_000
+
 /**
  * One pooled pg client, governed: every statement carries its deadline to the
  * server as statement_timeout (a SET only when the ladder step changes), is
@@ -105,8 +108,7 @@ export class GovernedConnection implements DatabaseConnection {
       watch.detach()
       if (watch.stopped) {
         // The cancel is draining: close the cursor after it, off the caller's path.
-        const drained = this.#settling ?? Promise.resolve()
-        this.#settling = drained.then(() => cursor.close().catch((error: unknown) => this.discard(`cursor close failed: ${String(error)}`)))
+        void this.#afterSettling(() => cursor.close())
       } else {
         await cursor.close()
       }
@@ -140,8 +142,7 @@ export class GovernedConnection implements DatabaseConnection {
     }
     const { canceller, events } = this.#services
     const cancel = kill ? canceller.terminate(pid, this.#client.secretKey) : canceller.cancel(pid, this.#client.secretKey)
-    const previous = this.#settling
-    const settled = Promise.allSettled([inFlight, cancel, previous]).then(([query, sent]) => {
+    const settled = Promise.allSettled([inFlight, cancel]).then(([query, sent]) => {
       let outcome: CancelOutcome | undefined
       let error: unknown
       if (sent.status === 'rejected') {
@@ -155,11 +156,28 @@ export class GovernedConnection implements DatabaseConnection {
           this.discard('unconfirmed protocol cancel')
         }
       }
-      if (this.#settling === settled) this.#settling = undefined
       if (events.has('cancel')) events.emit('cancel', { pid, reason, outcome, error, destroyed: this.#discardReason !== undefined })
     })
-    this.#settling = settled
-    return settled
+    return this.#afterSettling(() => settled)
+  }
+
+  /**
+   * Queues a step that must finish before the connection runs anything else or
+   * goes back to the pool. The last step clears the queue.
+   */
+  #afterSettling(step: () => Promise<unknown>): Promise<void> {
+    const previous = this.#settling ?? Promise.resolve()
+    const tail: Promise<void> = previous
+      .then(() => this.#boundedBySettleTimeout(step()))
+      .then(
+        () => {},
+        (error: unknown) => this.discard(`cleanup failed: ${String(error)}`),
+      )
+      .then(() => {
+        if (this.#settling === tail) this.#settling = undefined
+      })
+    this.#settling = tail
+    return tail
   }
 
   /** Marks the connection to be destroyed when it is released. */
@@ -223,6 +241,22 @@ export class GovernedConnection implements DatabaseConnection {
     }
     this.#client.release()
     done()
+  }
+
+  /**
+   * A statement that does not end even after its cancel (a hung server, a lost
+   * packet) must not hold the connection forever: past the limit the connection
+   * is destroyed instead of reused, which frees its slot.
+   */
+  #boundedBySettleTimeout(work: Promise<unknown>): Promise<unknown> {
+    let timer: NodeJS.Timeout | undefined
+    const limit = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.discard(`did not settle within ${SETTLE_TIMEOUT_MS} ms of its cancel`)
+        resolve()
+      }, SETTLE_TIMEOUT_MS)
+    })
+    return Promise.race([work, limit]).finally(() => clearTimeout(timer))
   }
 
   #assertUsable(): void {

@@ -24,6 +24,30 @@ import { QueryCanceledError } from '../errors/query-canceled-error.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
 import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-config.js'
 
+/**
+ * A snapshot of the pool.
+ *
+ * @example
+ * ```ts
+ * const { used, max, waiting } = dialect.poolStats()
+ * ```
+ */
+export interface PoolStats {
+  /** The pool's `max`: connections the dialect lets out at once. */
+  readonly max: number
+  /** Connections pg-pool holds, idle or checked out. */
+  readonly total: number
+  readonly idle: number
+  /** Connections checked out (`total - idle`). */
+  readonly used: number
+  /** Admission permits held: checked out, being opened, or draining a cancel. */
+  readonly permits: number
+  /** Callers in our wait queue. */
+  readonly waiting: number
+  /** Callers in pg-pool's own queue: stays 0 unless something bypasses the dialect. */
+  readonly pgPoolWaiting: number
+}
+
 /** pg-pool's own default for `max`. */
 const PG_POOL_DEFAULT_MAX = 10
 
@@ -56,6 +80,23 @@ export class GovernedDriver implements Driver {
 
   get pool(): PgPool | undefined {
     return this.#pool
+  }
+
+  /** Counts of the pool and of our wait queue, at this instant. */
+  poolStats(): PoolStats {
+    const gate = this.#gate
+    const pool = this.#pool
+    const total = pool?.totalCount ?? 0
+    const idle = pool?.idleCount ?? 0
+    return {
+      max: gate?.max ?? 0,
+      total,
+      idle,
+      used: total - idle,
+      permits: gate?.inUse ?? 0,
+      waiting: gate?.waiting ?? 0,
+      pgPoolWaiting: pool?.waitingCount ?? 0,
+    }
   }
 
   async init(options?: AbortableOperationOptions): Promise<void> {

@@ -13,7 +13,7 @@ import { PolicyRegistry } from '../context/policy-registry.js'
 import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
-import { GovernedDriver } from './governed-driver.js'
+import { GovernedDriver, type PoolStats } from './governed-driver.js'
 import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-config.js'
 
 /**
@@ -68,6 +68,21 @@ export class GovernedPostgresDialect implements Dialect {
     const driver = new GovernedDriver(this.#config, this.policies, this.#ladder, this.events)
     this.#drivers.push(driver)
     return driver
+  }
+
+  /**
+   * Counts of the pool and of the dialect's wait queue; zeros before the first
+   * query (Kysely creates the driver lazily).
+   *
+   * @example
+   * ```ts
+   * const stats = dialect.poolStats()
+   * if (stats.waiting > 0) console.warn('queries are queueing', stats)
+   * ```
+   */
+  poolStats(): PoolStats {
+    const driver = this.#drivers[this.#drivers.length - 1]
+    return driver ? driver.poolStats() : { max: 0, total: 0, idle: 0, used: 0, permits: 0, waiting: 0, pgPoolWaiting: 0 }
   }
 
   createQueryCompiler(): QueryCompiler {

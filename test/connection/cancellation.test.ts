@@ -1,0 +1,211 @@
+import Cursor from 'pg-cursor'
+import { sql } from 'kysely'
+import { afterAll, describe, expect, it } from 'vitest'
+import { DeadlineExceededError, QueryCanceledError, withQueryContext, type CancelEvent } from '../../src/index.js'
+import { activeWithTag, backend, governed, rejectionOf, waitFor } from '../support/governed.js'
+import { useTestDatabase } from '../support/test-database.js'
+
+const database = useTestDatabase()
+const { db, dialect, pool } = governed(database, { max: 3, application_name: 'cancellation-test' }, { cursor: Cursor })
+const cancels: CancelEvent[] = []
+dialect.events.on('cancel', (event) => cancels.push(event))
+
+afterAll(() => db.destroy())
+
+async function pidOfRunning(tag: string): Promise<number> {
+  const pids = await waitFor(`a backend running ${tag}`, async () => {
+    const found = await activeWithTag(database, tag)
+    return found.length > 0 && found
+  })
+  expect(pids).toHaveLength(1)
+  return pids[0] as number
+}
+
+async function expectBackendIdle(pid: number): Promise<void> {
+  await waitFor(`backend ${pid} to stop`, async () => {
+    const row = await backend(database, pid)
+    return !row || row.state !== 'active'
+  }, 2_000)
+}
+
+async function expectPoolAtRest(): Promise<void> {
+  await waitFor('the pool to return to rest', async () => {
+    const stats = dialect.poolStats()
+    return stats.permits === 0 && stats.waiting === 0 && stats.used === 0 && stats.pgPoolWaiting === 0
+  })
+}
+
+describe('invariant 1: a query whose deadline passes', () => {
+  it('is rejected at the deadline and its backend stops', async () => {
+    const tag = 'inv1_deadline'
+    const started = performance.now()
+    const pending = withQueryContext({ timeoutMs: 300 }, () => sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(db))
+    const pid = await pidOfRunning(tag)
+    const error = await rejectionOf(pending)
+    const elapsed = performance.now() - started
+    expect(error).toBeInstanceOf(DeadlineExceededError)
+    expect(error.code).toBe('DEADLINE_EXCEEDED')
+    expect(error.phase).toBe('running')
+    expect(error.budgetMs).toBeGreaterThan(0)
+    expect(error.budgetMs).toBeLessThanOrEqual(300)
+    expect(elapsed).toBeGreaterThanOrEqual(299)
+    // Not a timing claim: the statement sleeps 30 s, so anything near the budget proves the deadline fired.
+    expect(elapsed).toBeLessThan(5_000)
+    await expectBackendIdle(pid)
+    await expectPoolAtRest()
+  })
+
+  it('is refused before it is sent when the budget is already spent', async () => {
+    const tag = 'inv1_spent'
+    const error = await rejectionOf(withQueryContext({ timeoutMs: 0 }, () => sql`select 1 as ${sql.raw(tag)}`.execute(db)))
+    expect(error).toBeInstanceOf(DeadlineExceededError)
+    expect(error.phase).toBe('before_start')
+    const seen = await database.admin(`select 1 from pg_stat_activity where position($1 in query) > 0 and pid <> pg_backend_pid()`, [tag])
+    expect(seen).toHaveLength(0)
+    await expectPoolAtRest()
+  })
+
+  it('carries the server error as cause when statement_timeout fires first', async () => {
+    // The policy sets the deadline; a nested context cannot extend it.
+    const error = await rejectionOf(
+      withQueryContext({ timeoutMs: 150 }, () => withQueryContext({ timeoutMs: 60_000 }, () => sql`select pg_sleep(5)`.execute(db))),
+    )
+    expect(error).toBeInstanceOf(DeadlineExceededError)
+    expect(error.budgetMs).toBeLessThan(200)
+  })
+})
+
+describe('abort at each stage', () => {
+  it('before acquire: nothing is sent', async () => {
+    const controller = new AbortController()
+    controller.abort(new Error('gone before we started'))
+    const error = await rejectionOf(withQueryContext({ signal: controller.signal }, () => sql`select 1`.execute(db)))
+    expect(error).toBeInstanceOf(QueryCanceledError)
+    expect(error.phase).toBe('before_start')
+    expect(error.reason.message).toBe('gone before we started')
+    await expectPoolAtRest()
+  })
+
+  it('while waiting: the waiter leaves the queue at once (invariant 7)', async () => {
+    const holders = [1, 2, 3].map(() => withQueryContext({ timeoutMs: 2_000 }, () => sql`select pg_sleep(0.6)`.execute(db)))
+    await waitFor('the pool to be full', async () => dialect.poolStats().used === 3)
+    const controller = new AbortController()
+    const waiter = withQueryContext({ signal: controller.signal }, () => sql`select 1`.execute(db))
+    await waitFor('the waiter to queue', async () => dialect.poolStats().waiting === 1)
+    controller.abort('client disconnected')
+    const error = await rejectionOf(waiter)
+    expect(error).toBeInstanceOf(QueryCanceledError)
+    expect(error.phase).toBe('waiting')
+    expect(error.reason).toBe('client disconnected')
+    // Synchronously after the rejection, while all three connections are still busy.
+    expect(dialect.poolStats().waiting).toBe(0)
+    expect(dialect.poolStats().permits).toBe(3)
+    expect(pool.waitingCount).toBe(0)
+    await Promise.all(holders)
+    await expectPoolAtRest()
+  })
+
+  it('while waiting: an expired waiter leaves at its deadline', async () => {
+    const holders = [1, 2, 3].map(() => sql`select pg_sleep(0.5)`.execute(db))
+    await waitFor('the pool to be full', async () => dialect.poolStats().used === 3)
+    const error = await rejectionOf(withQueryContext({ timeoutMs: 100 }, () => sql`select 1`.execute(db)))
+    expect(error).toBeInstanceOf(DeadlineExceededError)
+    expect(error.phase).toBe('waiting')
+    expect(error.waitedMs).toBeGreaterThanOrEqual(99)
+    expect(dialect.poolStats().waiting).toBe(0)
+    await Promise.all(holders)
+    await expectPoolAtRest()
+  })
+
+  it('while running: the backend is cancelled with a confirmed pg_cancel_backend', async () => {
+    const tag = 'stage_running'
+    const controller = new AbortController()
+    const pending = withQueryContext({ signal: controller.signal }, () => sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(db))
+    const pid = await pidOfRunning(tag)
+    cancels.length = 0
+    controller.abort(new Error('user navigated away'))
+    const error = await rejectionOf(pending)
+    expect(error).toBeInstanceOf(QueryCanceledError)
+    expect(error.phase).toBe('running')
+    await expectBackendIdle(pid)
+    await waitFor('the cancel event', async () => cancels.length === 1)
+    expect(cancels[0]).toMatchObject({ pid, reason: 'abort', destroyed: false, outcome: { method: 'backend', confirmed: true } })
+    await expectPoolAtRest()
+    // The connection was reused clean: same pid answers a plain query.
+    const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(db)
+    expect(typeof rows[0]?.pid).toBe('number')
+  })
+
+  it('inside a transaction: the statement is cancelled and the transaction rolls back', async () => {
+    await sql`create table if not exists tx_abort (id int)`.execute(db)
+    const tag = 'stage_transaction'
+    const controller = new AbortController()
+    const pending = withQueryContext({ signal: controller.signal }, () =>
+      db.transaction().execute(async (trx) => {
+        await sql`insert into tx_abort values (1)`.execute(trx)
+        await sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(trx)
+      }),
+    )
+    const pid = await pidOfRunning(tag)
+    controller.abort()
+    const error = await rejectionOf(pending)
+    expect(error).toBeInstanceOf(QueryCanceledError)
+    await expectBackendIdle(pid)
+    await expectPoolAtRest()
+    const rows = await database.admin('select * from tx_abort')
+    expect(rows).toEqual([])
+    const open = await database.admin(`select 1 from pg_stat_activity where state like 'idle in transaction%' and application_name = 'cancellation-test'`)
+    expect(open).toEqual([])
+  })
+
+  it('while streaming: cancelled on the server, cursor closed, connection returned', async () => {
+    const tag = 'stage_stream'
+    const controller = new AbortController()
+    const streamed = withQueryContext({ signal: controller.signal }, async () => {
+      const rows: number[] = []
+      for await (const row of db
+        .selectFrom(sql<{ n: number; s: unknown }>`(select n, pg_sleep(case when n > 2 then 30 else 0 end) as ${sql.raw(tag)} from generate_series(1, 5) as n)`.as('t'))
+        .select('n')
+        .stream(1)) {
+        rows.push(row.n)
+      }
+      return rows
+    })
+    const pid = await pidOfRunning(tag)
+    controller.abort(new Error('stop streaming'))
+    const error = await rejectionOf(streamed)
+    expect(error).toBeInstanceOf(QueryCanceledError)
+    await expectBackendIdle(pid)
+    await expectPoolAtRest()
+  })
+})
+
+describe("Kysely's own execute({ signal, inflightQueryAbortStrategy })", () => {
+  it("'cancel query' cancels the backend through our control connection", async () => {
+    const tag = 'kysely_cancel'
+    const controller = new AbortController()
+    cancels.length = 0
+    const pending = sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(db, { signal: controller.signal, inflightQueryAbortStrategy: 'cancel query' })
+    const pid = await pidOfRunning(tag)
+    controller.abort(new Error('kysely abort'))
+    const error = await rejectionOf(pending)
+    expect(error.message).toBe('kysely abort')
+    await expectBackendIdle(pid)
+    await waitFor('the cancel event', async () => cancels.length === 1)
+    expect(cancels[0]).toMatchObject({ pid, reason: 'kysely', outcome: { method: 'backend', confirmed: true }, destroyed: false })
+    await expectPoolAtRest()
+  })
+
+  it("'kill session' terminates the backend and the pool recovers", async () => {
+    const tag = 'kysely_kill'
+    const controller = new AbortController()
+    const pending = sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(db, { signal: controller.signal, inflightQueryAbortStrategy: 'kill session' })
+    const pid = await pidOfRunning(tag)
+    controller.abort()
+    await rejectionOf(pending)
+    await waitFor(`backend ${pid} to be gone`, async () => !(await backend(database, pid)))
+    await expectPoolAtRest()
+    const { rows } = await sql<{ one: number }>`select 1 as one`.execute(db)
+    expect(rows).toEqual([{ one: 1 }])
+  })
+})
