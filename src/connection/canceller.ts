@@ -44,6 +44,8 @@ export interface CancellerOptions {
 export class Canceller {
   readonly #options: CancellerOptions
   #client: Promise<PgStandaloneClient> | undefined
+  readonly #pending: { readonly pid: number; readonly kill: boolean; readonly resolve: () => void; readonly reject: (error: Error) => void }[] = []
+  #flushing = false
   #unavailableUntil = 0
   #lastFailure = ''
   #ended = false
@@ -59,12 +61,12 @@ export class Canceller {
 
   /** Cancels whatever `pid` is running; `secretKey` is for the protocol fallback. */
   cancel(pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
-    return this.#signal('select pg_cancel_backend($1::int) as ok', 'backend', pid, secretKey)
+    return this.#signal('backend', pid, secretKey)
   }
 
   /** Terminates the session `pid` (Kysely's 'kill session'). */
   terminate(pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
-    return this.#signal('select pg_terminate_backend($1::int) as ok', 'kill', pid, secretKey)
+    return this.#signal('kill', pid, secretKey)
   }
 
   async end(): Promise<void> {
@@ -74,7 +76,7 @@ export class Canceller {
     if (client) await client.then((c) => c.end()).catch(() => {})
   }
 
-  async #signal(sql: string, method: CancelMethod, pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
+  async #signal(method: 'backend' | 'kill', pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
     const startedAt = now()
     let fallbackReason: string
     if (this.#ended) {
@@ -82,16 +84,14 @@ export class Canceller {
     } else if (startedAt < this.#unavailableUntil) {
       fallbackReason = `control connection unavailable: ${this.#lastFailure}`
     } else {
-      const opening = this.#control()
       try {
-        const client = await opening
-        await withTimeout(client.query(sql, [pid]), this.#options.controlTimeoutMs)
+        await new Promise<void>((resolve, reject) => {
+          this.#pending.push({ pid, kill: method === 'kill', resolve, reject })
+          if (!this.#flushing) void this.#flush()
+        })
         return { method, confirmed: true, durationMs: now() - startedAt }
       } catch (error) {
         fallbackReason = `control connection failed: ${error instanceof Error ? error.message : String(error)}`
-        // A control connection that did not answer in time is not trusted again.
-        this.#drop(opening)
-        void opening.then((client) => client.end()).catch(() => {})
       }
     }
     if (secretKey === null || secretKey === undefined) {
@@ -99,6 +99,38 @@ export class Canceller {
     }
     await sendProtocolCancel(this.#options.target, pid, secretKey, this.#options.controlTimeoutMs)
     return { method: 'protocol', confirmed: false, durationMs: now() - startedAt, fallbackReason }
+  }
+
+  /**
+   * Sends every cancel waiting at this moment in one statement: a storm of
+   * aborts costs one round trip per batch, not one per query, and the control
+   * client never has two queries outstanding.
+   */
+  async #flush(): Promise<void> {
+    this.#flushing = true
+    while (this.#pending.length > 0) {
+      const batch = this.#pending.splice(0)
+      const cancelPids = batch.filter((request) => !request.kill).map((request) => request.pid)
+      const killPids = batch.filter((request) => request.kill).map((request) => request.pid)
+      const opening = this.#control()
+      try {
+        const client = await opening
+        await withTimeout(
+          client.query(
+            'select pg_cancel_backend(pid) from unnest($1::int[]) as pid union all select pg_terminate_backend(pid) from unnest($2::int[]) as pid',
+            [cancelPids, killPids],
+          ),
+          this.#options.controlTimeoutMs,
+        )
+        for (const request of batch) request.resolve()
+      } catch (error) {
+        for (const request of batch) request.reject(error instanceof Error ? error : new Error(String(error)))
+        // A control connection that failed or did not answer in time is not trusted again.
+        this.#drop(opening)
+        void opening.then((client) => client.end()).catch(() => {})
+      }
+    }
+    this.#flushing = false
   }
 
   #control(): Promise<PgStandaloneClient> {
