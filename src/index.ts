@@ -23,3 +23,8 @@ export type {
   CancelEvent,
   StatementTimeoutEvent,
 } from './telemetry/governor-events.js'
+export { LoadShedError, type ShedReason } from './errors/load-shed-error.js'
+export type { AdmissionOptions } from './admission/admission-policy.js'
+export { DEFAULT_UTILISATION_THRESHOLDS } from './admission/admission-policy.js'
+export type { CircuitBreakerOptions, CircuitState } from './admission/circuit-breaker.js'
+export type { ShedEvent, LeakEvent } from './telemetry/governor-events.js'

@@ -1,22 +1,33 @@
+import { CRITICALITIES } from '../context/criticality.js'
 import { deadlineTimer, type DeadlineWatcher } from '../context/deadline-timer.js'
 import { now } from '../context/monotonic-clock.js'
 import type { AbortWatcher, QueryContext } from '../context/query-context.js'
 import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
+import { InvalidOptionError } from '../errors/invalid-option-error.js'
+import { LoadShedError } from '../errors/load-shed-error.js'
 import { QueryCanceledError } from '../errors/query-canceled-error.js'
+import type { ResolvedAdmissionPolicy } from './admission-policy.js'
+import type { CircuitBreaker } from './circuit-breaker.js'
+import type { LoadEstimator } from './load-estimator.js'
 import { WaiterHeap, type HeapEntry } from './waiter-heap.js'
 
-/** What a caller asks of the gate. */
+/** What a caller asks of the gate on the slow path. */
 export interface AdmissionTicket {
-  /** Criticality rank, 0 highest. */
+  /** Criticality rank, 0 highest (critical_plus). */
   readonly rank: number
   /** Monotonic deadline, Infinity for none. */
   readonly deadline: number
-  /** When the query's budget started, to report the budget on expiry. */
+  /** When the budget started, to report it on expiry. */
   readonly startedAt: number
   readonly context: QueryContext | undefined
   /** Kysely's per-query `execute({ signal })`, when given. */
   readonly signal: AbortSignal | undefined
 }
+
+/** Ranks at or above this one may use the reserve. */
+const LOWEST_RESERVE_RANK = 1
+/** Below this, a retry-after hint says nothing useful. */
+const MIN_RETRY_AFTER_MS = 50
 
 let nextSeq = 0
 
@@ -25,9 +36,9 @@ class Waiter implements HeapEntry, DeadlineWatcher, AbortWatcher {
   readonly seq = nextSeq++
   readonly rank: number
   readonly deadline: number
+  readonly enqueuedAt = now()
   readonly #gate: AdmissionGate
   readonly #ticket: AdmissionTicket
-  readonly #enqueuedAt = now()
   readonly #resolve: () => void
   readonly #reject: (error: Error) => void
   readonly #onSignal = (): void => this.onAbort((this.#ticket.signal as AbortSignal).reason)
@@ -52,12 +63,11 @@ class Waiter implements HeapEntry, DeadlineWatcher, AbortWatcher {
   onDeadline(): void {
     if (!this.#gate.withdraw(this)) return
     this.#detach()
-    const t = now()
     this.#reject(
       new DeadlineExceededError({
         phase: 'waiting',
         budgetMs: this.deadline - this.#ticket.startedAt,
-        waitedMs: t - this.#enqueuedAt,
+        waitedMs: now() - this.enqueuedAt,
         ranMs: 0,
       }),
     )
@@ -66,7 +76,7 @@ class Waiter implements HeapEntry, DeadlineWatcher, AbortWatcher {
   onAbort(reason: unknown): void {
     if (!this.#gate.withdraw(this)) return
     this.#detach()
-    this.#reject(new QueryCanceledError({ phase: 'waiting', reason, waitedMs: now() - this.#enqueuedAt, ranMs: 0 }))
+    this.#reject(new QueryCanceledError({ phase: 'waiting', reason, waitedMs: now() - this.enqueuedAt, ranMs: 0 }))
   }
 
   #detach(): void {
@@ -77,25 +87,41 @@ class Waiter implements HeapEntry, DeadlineWatcher, AbortWatcher {
 }
 
 /**
- * Our own wait in front of pg-pool: at most `max` connections are out, and when
- * one comes back the most critical waiter (then the earliest deadline) gets it.
- * Unlike pg-pool's queue, a waiter that is aborted or whose deadline passes
- * leaves at once, so pg-pool's own queue stays empty.
+ * Admission in front of pg-pool: at most `max` connections are out; when one
+ * comes back the most critical waiter (then the earliest deadline) gets it.
+ * Work is refused early, by criticality, before the pool is exhausted:
+ * utilisation thresholds, a bounded queue, deadline feasibility and the
+ * circuit breaker. A waiter that is aborted or expires leaves at once, so
+ * pg-pool's own queue stays empty.
  */
 export class AdmissionGate {
   readonly #max: number
+  readonly #policy: ResolvedAdmissionPolicy
+  readonly #estimator: LoadEstimator
+  readonly #breaker: CircuitBreaker
   readonly #queue = new WaiterHeap<Waiter>()
+  readonly #waitingByRank: [number, number, number, number] = [0, 0, 0, 0]
+  /** Below this many permits + waiters, every level is admitted without looking at its context. */
+  readonly #freeAdmissionLimit: number
   #inUse = 0
 
-  constructor(max: number) {
+  constructor(max: number, policy: ResolvedAdmissionPolicy, estimator: LoadEstimator, breaker: CircuitBreaker) {
+    if (policy.reserve >= max) {
+      throw new InvalidOptionError('admission.reserve', `must be below the pool's max (${max}); got ${policy.reserve}`)
+    }
     this.#max = max
+    this.#policy = policy
+    this.#estimator = estimator
+    this.#breaker = breaker
+    const lowest = Math.min(...policy.thresholds)
+    this.#freeAdmissionLimit = Math.min(Math.ceil(lowest * max), max - policy.reserve)
   }
 
   get max(): number {
     return this.#max
   }
 
-  /** Permits held: connections out of the pool, or being opened, on our behalf. */
+  /** Permits held: connections out of the pool, being opened, or draining a cancel. */
   get inUse(): number {
     return this.#inUse
   }
@@ -105,34 +131,144 @@ export class AdmissionGate {
     return this.#queue.size
   }
 
-  /** Takes a permit without waiting when one is free and nobody is ahead. */
+  /** `(in use + waiting) / max`. */
+  get utilisation(): number {
+    return (this.#inUse + this.#queue.size) / this.#max
+  }
+
+  /**
+   * The most critical level currently refused by utilisation, or `undefined`
+   * when every level is admitted.
+   */
+  get sheddingLevel(): (typeof CRITICALITIES)[number] | undefined {
+    const utilisation = this.utilisation
+    let level: (typeof CRITICALITIES)[number] | undefined
+    for (let rank = CRITICALITIES.length - 1; rank >= 0; rank--) {
+      if (utilisation >= (this.#policy.thresholds[rank] as number)) level = CRITICALITIES[rank]
+      else break
+    }
+    return level
+  }
+
+  /**
+   * The hot path: takes a permit when the pool is below every threshold and
+   * nobody waits, without looking at the caller's context at all.
+   */
   tryAcquire(): boolean {
-    if (this.#inUse < this.#max && this.#queue.size === 0) {
+    if (this.#inUse + this.#queue.size < this.#freeAdmissionLimit && this.#breaker.state === 'closed') {
       this.#inUse++
       return true
     }
     return false
   }
 
-  /** Waits for a permit, bounded by the ticket's deadline and signals. */
+  /**
+   * The slow path: admits at once, refuses with a {@link LoadShedError}, or
+   * queues the caller until a permit, its deadline or its abort.
+   */
   acquire(ticket: AdmissionTicket): Promise<void> {
+    const refusal = this.#refusal(ticket)
+    if (refusal) return Promise.reject(refusal)
+    const { rank } = ticket
+    if (this.#inUse < this.#limitFor(rank) && this.#waitingAtOrAbove(rank) === 0) {
+      this.#inUse++
+      return Promise.resolve()
+    }
     return new Promise<void>((resolve, reject) => {
       this.#queue.push(new Waiter(this, ticket, resolve, reject))
+      this.#count(rank, +1)
     })
   }
 
-  /** Returns a permit: to the best waiter if there is one. */
-  release(): void {
-    const next = this.#queue.pop()
-    if (next) {
+  /**
+   * Returns a permit: to the best waiter that may take it, if any. `heldMs`,
+   * how long the connection was used, feeds the wait predictions; a permit
+   * that never got a connection passes none.
+   */
+  release(heldMs?: number): void {
+    if (heldMs !== undefined) this.#estimator.recordUse(heldMs)
+    const next = this.#queue.peek()
+    if (next && this.#inUse - 1 < this.#limitFor(next.rank)) {
+      this.#queue.pop()
+      this.#count(next.rank, -1)
+      this.#estimator.recordWait(now() - next.enqueuedAt)
       next.grant()
     } else {
       this.#inUse--
     }
   }
 
+  /** Returns a permit that was never used for a connection (the connect failed). */
+  abandon(): void {
+    this.release()
+  }
+
   /** Takes a waiter out of the queue; false when it was already granted or gone. */
   withdraw(waiter: Waiter): boolean {
-    return this.#queue.remove(waiter)
+    if (!this.#queue.remove(waiter)) return false
+    this.#count(waiter.rank, -1)
+    return true
+  }
+
+  #refusal(ticket: AdmissionTicket): LoadShedError | undefined {
+    const { rank } = ticket
+    const criticality = CRITICALITIES[rank] as (typeof CRITICALITIES)[number]
+    if (this.#breaker.state === 'open') {
+      return new LoadShedError({
+        criticality,
+        reason: 'circuit_open',
+        retryAfterMs: Math.max(MIN_RETRY_AFTER_MS, this.#breaker.retryAfterMs),
+        detail: 'connections to the server are failing',
+      })
+    }
+    if (rank === 0) return undefined // critical_plus: only its deadline applies
+    const meanUseMs = this.#estimator.meanUseMs
+    const utilisation = this.utilisation
+    const threshold = this.#policy.thresholds[rank] as number
+    if (utilisation >= threshold) {
+      return new LoadShedError({
+        criticality,
+        reason: 'utilisation',
+        retryAfterMs: Math.max(MIN_RETRY_AFTER_MS, Math.ceil(meanUseMs)),
+        detail: `pool utilisation ${utilisation.toFixed(2)} is at or above the ${criticality} threshold ${threshold}`,
+      })
+    }
+    const mustWait = this.#inUse >= this.#limitFor(rank) || this.#waitingAtOrAbove(rank) > 0
+    if (!mustWait) return undefined
+    if (this.#queue.size >= this.#policy.maxWaiting) {
+      return new LoadShedError({
+        criticality,
+        reason: 'queue',
+        retryAfterMs: Math.max(MIN_RETRY_AFTER_MS, Math.ceil(this.#estimator.predictWaitMs(this.#queue.size, this.#max))),
+        detail: `the wait queue is full (${this.#queue.size} waiting)`,
+      })
+    }
+    if (this.#policy.feasibility && meanUseMs > 0 && ticket.deadline < Infinity) {
+      const predictedMs = this.#estimator.predictWaitMs(this.#waitingAtOrAbove(rank), this.#max) + meanUseMs
+      const remainingMs = ticket.deadline - now()
+      if (predictedMs > remainingMs) {
+        return new LoadShedError({
+          criticality,
+          reason: 'deadline',
+          retryAfterMs: Math.max(MIN_RETRY_AFTER_MS, Math.ceil(predictedMs)),
+          detail: `predicted wait and run of ${Math.ceil(predictedMs)} ms exceeds the remaining ${Math.max(0, Math.floor(remainingMs))} ms`,
+        })
+      }
+    }
+    return undefined
+  }
+
+  #count(rank: number, delta: 1 | -1): void {
+    this.#waitingByRank[rank as 0 | 1 | 2 | 3] += delta
+  }
+
+  #limitFor(rank: number): number {
+    return rank > LOWEST_RESERVE_RANK ? this.#max - this.#policy.reserve : this.#max
+  }
+
+  #waitingAtOrAbove(rank: number): number {
+    let count = 0
+    for (let r = 0; r <= rank; r++) count += this.#waitingByRank[r] as number
+    return count
   }
 }

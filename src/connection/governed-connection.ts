@@ -1,6 +1,7 @@
 import type { CompiledQuery, ControlConnectionProvider, DatabaseConnection, QueryResult } from 'kysely'
 import { deadlineTimer, type DeadlineWatcher } from '../context/deadline-timer.js'
 import { now } from '../context/monotonic-clock.js'
+import { BudgetRace, type StopCause } from '../context/budget-race.js'
 import { currentQueryContext, type AbortWatcher, type QueryContext } from '../context/query-context.js'
 import type { PolicyRegistry } from '../context/policy-registry.js'
 import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
@@ -56,6 +57,8 @@ export class GovernedConnection implements DatabaseConnection {
   #discardReason: string | undefined
   /** The statement on the wire, for Kysely's cancelQuery/killSession. */
   #inFlight: Promise<unknown> | undefined
+  /** When the driver last handed the connection out (monotonic ms), to measure use time. */
+  checkedOutAt = 0
 
   constructor(client: PgPoolClient, services: ConnectionServices) {
     this.#client = client
@@ -84,7 +87,18 @@ export class GovernedConnection implements DatabaseConnection {
     if (budget.deadline === Infinity && !budget.context?.signals.length) {
       return toQueryResult(await this.#track(queryPromise))
     }
-    return toQueryResult(await new RunningStatement<PgQueryResult<R>>(this, budget, this.#track(queryPromise)).promise)
+    const inFlight = this.#track(queryPromise)
+    const sentAt = now()
+    const race = new BudgetRace(
+      inFlight,
+      budget,
+      (cause) => {
+        void this.cancelInFlight(inFlight, cause.kind, false)
+        return stoppedWhileRunning(cause, budget, sentAt)
+      },
+      (error) => (isStatementTimeout(error) ? stoppedWhileRunning({ kind: 'deadline' }, budget, sentAt, error) : error),
+    )
+    return toQueryResult(await race.promise)
   }
 
   async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize: number): AsyncIterableIterator<QueryResult<R>> {
@@ -323,82 +337,6 @@ export class GovernedConnection implements DatabaseConnection {
 }
 
 /**
- * A statement in flight with a deadline or signal: settles the caller's promise
- * with the result, or at the deadline or abort with a typed error while the
- * server-side cancel runs on.
- */
-class RunningStatement<T> implements DeadlineWatcher, AbortWatcher {
-  readonly deadline: number
-  readonly promise: Promise<T>
-  readonly #connection: GovernedConnection
-  readonly #budget: Budget
-  readonly #query: Promise<T>
-  readonly #sentAt = now()
-  #resolve!: (value: T) => void
-  #reject!: (error: Error) => void
-  #done = false
-
-  constructor(connection: GovernedConnection, budget: Budget, query: Promise<T>) {
-    this.#connection = connection
-    this.#budget = budget
-    this.#query = query
-    this.deadline = budget.deadline
-    this.promise = new Promise<T>((resolve, reject) => {
-      this.#resolve = resolve
-      this.#reject = reject
-    })
-    if (this.deadline < Infinity) deadlineTimer.add(this)
-    budget.context?.watch(this)
-    query.then(
-      (value) => {
-        if (this.#finish()) this.#resolve(value)
-      },
-      (error: unknown) => {
-        if (this.#finish()) this.#reject(this.#translate(error))
-      },
-    )
-  }
-
-  onDeadline(): void {
-    if (!this.#finish()) return
-    this.#reject(this.#deadlineError(undefined))
-    void this.#connection.cancelInFlight(this.#query, 'deadline', false)
-  }
-
-  onAbort(reason: unknown): void {
-    if (!this.#finish()) return
-    const t = now()
-    this.#reject(new QueryCanceledError({ phase: 'running', reason, waitedMs: this.#sentAt - this.#budget.startedAt, ranMs: t - this.#sentAt }))
-    void this.#connection.cancelInFlight(this.#query, 'abort', false)
-  }
-
-  #finish(): boolean {
-    if (this.#done) return false
-    this.#done = true
-    deadlineTimer.delete(this)
-    this.#budget.context?.unwatch(this)
-    return true
-  }
-
-  /** The server's own statement_timeout (our backstop) beat the client timer: still a deadline. */
-  #translate(error: unknown): Error {
-    if (isStatementTimeout(error)) return this.#deadlineError(error)
-    return error instanceof Error ? error : new Error(String(error))
-  }
-
-  #deadlineError(cause: unknown): DeadlineExceededError {
-    const t = now()
-    return new DeadlineExceededError({
-      phase: 'running',
-      budgetMs: this.#budget.deadline - this.#budget.startedAt,
-      waitedMs: this.#sentAt - this.#budget.startedAt,
-      ranMs: t - this.#sentAt,
-      cause,
-    })
-  }
-}
-
-/**
  * The deadline and signals of a streaming query. Between reads the backend is
  * idle (a cancel would be a no-op), so a stop there takes effect at the next
  * read; during a read the backend is cancelled.
@@ -480,6 +418,14 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
       cause,
     })
   }
+}
+
+function stoppedWhileRunning(cause: StopCause, budget: Budget, sentAt: number, serverError?: unknown): Error {
+  const waitedMs = sentAt - budget.startedAt
+  const ranMs = now() - sentAt
+  return cause.kind === 'deadline'
+    ? new DeadlineExceededError({ phase: 'running', budgetMs: budget.deadline - budget.startedAt, waitedMs, ranMs, cause: serverError })
+    : new QueryCanceledError({ phase: 'running', reason: cause.reason, waitedMs, ranMs })
 }
 
 function toQueryResult<R>(result: PgQueryResult<R>): QueryResult<R> {

@@ -9,8 +9,14 @@ import {
   type QueryCompiler,
   type TransactionSettings,
 } from 'kysely'
-import { AdmissionGate } from '../admission/admission-gate.js'
-import { criticalityRank } from '../context/criticality.js'
+import { AdmissionGate, type AdmissionTicket } from '../admission/admission-gate.js'
+import type { ResolvedAdmissionPolicy } from '../admission/admission-policy.js'
+import { CircuitBreaker, isConnectionFailure, type CircuitState } from '../admission/circuit-breaker.js'
+import { LoadEstimator } from '../admission/load-estimator.js'
+import { BudgetRace } from '../context/budget-race.js'
+import { criticalityRank, type Criticality } from '../context/criticality.js'
+import { LeakDetector } from '../connection/leak-detector.js'
+import { LoadShedError } from '../errors/load-shed-error.js'
 import { now } from '../context/monotonic-clock.js'
 import { currentQueryContext } from '../context/query-context.js'
 import { PolicyRegistry } from '../context/policy-registry.js'
@@ -46,6 +52,15 @@ export interface PoolStats {
   readonly waiting: number
   /** Callers in pg-pool's own queue: stays 0 unless something bypasses the dialect. */
   readonly pgPoolWaiting: number
+  /** `(permits + waiting) / max`: what the shedding thresholds compare with. */
+  readonly utilisation: number
+  /** The most critical level refused by utilisation right now, if any. */
+  readonly sheddingLevel: Criticality | undefined
+  readonly circuit: CircuitState
+  /** Running mean of how long a connection is held, in milliseconds. */
+  readonly meanUseMs: number
+  /** Running mean of the waits of callers that queued, in milliseconds. */
+  readonly meanWaitMs: number
 }
 
 /** pg-pool's own default for `max`. */
@@ -65,12 +80,27 @@ export class GovernedDriver implements Driver {
   #gate: AdmissionGate | undefined
   #services: ConnectionServices | undefined
   #canceller: Canceller | undefined
+  readonly #admission: ResolvedAdmissionPolicy
+  readonly #estimator = new LoadEstimator()
+  readonly #breaker: CircuitBreaker
+  readonly #leaks: LeakDetector | undefined
 
-  constructor(config: GovernedPostgresDialectConfig, policies: PolicyRegistry, ladder: StatementTimeoutLadder, events: GovernorEvents) {
+  constructor(
+    config: GovernedPostgresDialectConfig,
+    parts: {
+      readonly policies: PolicyRegistry
+      readonly ladder: StatementTimeoutLadder
+      readonly events: GovernorEvents
+      readonly admission: ResolvedAdmissionPolicy
+    },
+  ) {
     this.#config = config
-    this.#policies = policies
-    this.#ladder = ladder
-    this.#events = events
+    this.#policies = parts.policies
+    this.#ladder = parts.ladder
+    this.#events = parts.events
+    this.#admission = parts.admission
+    this.#breaker = new CircuitBreaker(config.circuitBreaker, (state) => this.#events.emit('circuit', state))
+    this.#leaks = config.leakDetectionThresholdMs === undefined ? undefined : new LeakDetector(config.leakDetectionThresholdMs, this.#events)
   }
 
   /** The admission gate, once the driver is initialised. */
@@ -96,6 +126,11 @@ export class GovernedDriver implements Driver {
       permits: gate?.inUse ?? 0,
       waiting: gate?.waiting ?? 0,
       pgPoolWaiting: pool?.waitingCount ?? 0,
+      utilisation: gate?.utilisation ?? 0,
+      sheddingLevel: gate?.sheddingLevel,
+      circuit: this.#breaker.state,
+      meanUseMs: this.#estimator.meanUseMs,
+      meanWaitMs: this.#estimator.meanWaitMs,
     }
   }
 
@@ -103,7 +138,7 @@ export class GovernedDriver implements Driver {
     const { pool } = this.#config
     const resolved = typeof pool === 'function' ? await pool(options) : pool
     const max = (resolved.options as { max?: unknown }).max
-    this.#gate = new AdmissionGate(typeof max === 'number' && max > 0 ? max : PG_POOL_DEFAULT_MAX)
+    this.#gate = new AdmissionGate(typeof max === 'number' && max > 0 ? max : PG_POOL_DEFAULT_MAX, this.#admission, this.#estimator, this.#breaker)
     // An unhandled 'error' from an idle client would crash the process (a server restart does that).
     resolved.on?.('error', (error) => this.#events.emit('poolError', error))
     const Client = (this.#config.controlClient ?? resolved.Client) as PgClientConstructor | undefined
@@ -132,33 +167,19 @@ export class GovernedDriver implements Driver {
     const gate = this.#gate
     const pool = this.#pool
     if (!gate || !pool) throw new GovernorError('POOL_CLOSED', 'driver has already been destroyed')
-    if (!gate.tryAcquire()) {
-      const context = currentQueryContext()
-      const startedAt = now()
-      const policy = this.#policies.resolve(context?.domain)
-      const policyDeadline = policy.timeoutMs === undefined ? Infinity : startedAt + policy.timeoutMs
-      const deadline = Math.min(context?.deadline ?? Infinity, policyDeadline)
-      const aborted = context?.abortedSignal() ?? (options?.signal?.aborted ? options.signal : undefined)
-      if (aborted) throw new QueryCanceledError({ phase: 'before_start', reason: aborted.reason, waitedMs: 0, ranMs: 0 })
-      if (deadline <= startedAt) throw new DeadlineExceededError({ phase: 'before_start', budgetMs: 0, waitedMs: 0, ranMs: 0 })
-      await gate.acquire({
-        rank: criticalityRank(context?.criticality ?? policy.criticality),
-        deadline,
-        startedAt,
-        context,
-        signal: options?.signal,
-      })
-    }
     let client: PgPoolClient
-    try {
-      client = await pool.connect()
-    } catch (error) {
-      gate.release()
-      throw error
+    const admitted = gate.tryAcquire()
+    if (admitted && (pool.idleCount ?? 0) > 0 && !options?.signal) {
+      // The hot path: a permit and an idle client; no context, no budget, no timer.
+      client = await this.#connect(pool, gate)
+    } else {
+      const ticket = this.#ticket(options, admitted)
+      if (!admitted) await this.#admit(gate, ticket)
+      client = await this.#connectWithin(pool, gate, ticket)
     }
     if (!this.#pool) {
       client.release()
-      gate.release()
+      gate.abandon()
       throw new GovernorError('POOL_CLOSED', 'driver has already been destroyed')
     }
     let connection = this.#connections.get(client)
@@ -168,7 +189,87 @@ export class GovernedDriver implements Driver {
       if (this.#config.onCreateConnection) await this.#guard(connection, () => this.#config.onCreateConnection?.(connection as GovernedConnection, options))
     }
     if (this.#config.onReserveConnection) await this.#guard(connection, () => this.#config.onReserveConnection?.(connection as GovernedConnection, options))
+    connection.checkedOutAt = now()
+    this.#leaks?.checkedOut(connection, connection.pid)
     return connection
+  }
+
+  /** The caller's budget and criticality; refuses work that cannot start. Frees the permit it was given when it refuses. */
+  #ticket(options: AbortableOperationOptions | undefined, holdsPermit: boolean): AdmissionTicket {
+    const context = currentQueryContext()
+    const startedAt = now()
+    const policy = this.#policies.resolve(context?.domain)
+    const policyDeadline = policy.timeoutMs === undefined ? Infinity : startedAt + policy.timeoutMs
+    const deadline = Math.min(context?.deadline ?? Infinity, policyDeadline)
+    const aborted = context?.abortedSignal() ?? (options?.signal?.aborted ? options.signal : undefined)
+    let refusal: Error | undefined
+    if (aborted) refusal = new QueryCanceledError({ phase: 'before_start', reason: aborted.reason, waitedMs: 0, ranMs: 0 })
+    else if (deadline <= startedAt) refusal = new DeadlineExceededError({ phase: 'before_start', budgetMs: 0, waitedMs: 0, ranMs: 0 })
+    if (refusal) {
+      if (holdsPermit) this.#gate?.abandon()
+      throw refusal
+    }
+    return {
+      rank: criticalityRank(context?.criticality ?? policy.criticality),
+      deadline,
+      startedAt,
+      context,
+      signal: options?.signal,
+    }
+  }
+
+  async #admit(gate: AdmissionGate, ticket: AdmissionTicket): Promise<void> {
+    try {
+      await gate.acquire(ticket)
+    } catch (error) {
+      if (error instanceof LoadShedError && this.#events.has('shed')) {
+        this.#events.emit('shed', {
+          criticality: error.criticality,
+          domain: ticket.context?.domain,
+          reason: error.reason,
+          retryAfterMs: error.retryAfterMs,
+          utilisation: gate.utilisation,
+        })
+      }
+      throw error
+    }
+  }
+
+  /** pg-pool's connect, reporting to the circuit breaker; the permit is returned if it fails. */
+  async #connect(pool: PgPool, gate: AdmissionGate): Promise<PgPoolClient> {
+    try {
+      const client = await pool.connect()
+      this.#breaker.recordSuccess()
+      return client
+    } catch (error) {
+      gate.abandon()
+      if (isConnectionFailure(error)) this.#breaker.recordFailure()
+      throw error
+    }
+  }
+
+  /**
+   * Opening a connection can take long (or forever, with a blackholed server
+   * and pg-pool's default of no connect timeout): bound it by the budget. A
+   * connection that arrives after its caller gave up goes straight back.
+   */
+  #connectWithin(pool: PgPool, gate: AdmissionGate, ticket: AdmissionTicket): Promise<PgPoolClient> {
+    const connecting = this.#connect(pool, gate)
+    if (ticket.deadline === Infinity && !ticket.context?.signals.length && !ticket.signal) return connecting
+    const race = new BudgetRace(connecting, ticket, (cause) => {
+      connecting.then(
+        (client) => {
+          client.release()
+          gate.abandon()
+        },
+        () => {},
+      )
+      const waitedMs = now() - ticket.startedAt
+      return cause.kind === 'deadline'
+        ? new DeadlineExceededError({ phase: 'waiting', budgetMs: ticket.deadline - ticket.startedAt, waitedMs, ranMs: 0 })
+        : new QueryCanceledError({ phase: 'waiting', reason: cause.reason, waitedMs, ranMs: 0 })
+    })
+    return race.promise
   }
 
   async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
@@ -216,8 +317,10 @@ export class GovernedDriver implements Driver {
   }
 
   async releaseConnection(connection: DatabaseConnection): Promise<void> {
+    const governed = asGoverned(connection)
     const gate = this.#gate
-    asGoverned(connection).release(() => gate?.release())
+    this.#leaks?.returned(governed)
+    governed.release(() => gate?.release(now() - governed.checkedOutAt))
   }
 
   async destroy(): Promise<void> {
@@ -225,6 +328,7 @@ export class GovernedDriver implements Driver {
     const canceller = this.#canceller
     this.#pool = undefined
     this.#canceller = undefined
+    this.#leaks?.stop()
     await canceller?.end()
     if (pool) await pool.end()
   }
@@ -244,7 +348,7 @@ export class GovernedDriver implements Driver {
     try {
       await hook()
     } catch (error) {
-      connection.release(() => this.#gate?.release())
+      connection.release(() => this.#gate?.abandon())
       throw error
     }
   }

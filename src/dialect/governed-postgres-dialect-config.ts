@@ -1,4 +1,6 @@
 import type { AbortableOperationOptions, DatabaseConnection } from 'kysely'
+import type { AdmissionOptions } from '../admission/admission-policy.js'
+import type { CircuitBreakerOptions } from '../admission/circuit-breaker.js'
 import type { Criticality } from '../context/criticality.js'
 import type { QueryPolicy } from '../context/policy-registry.js'
 import type { PgClientConstructor, PgCursorConstructor, PgPool } from '../connection/pg-types.js'
@@ -40,6 +42,12 @@ export interface GovernedPostgresDialectConfig {
   readonly defaultCriticality?: Criticality | undefined
   /** Policies by domain (`withQueryContext({ domain })`), changeable later through `dialect.policies`. */
   readonly policies?: Readonly<Record<string, QueryPolicy>> | undefined
+  /** Load shedding by criticality: thresholds, reserve, queue bound, feasibility. */
+  readonly admission?: AdmissionOptions | undefined
+  /** The breaker on connection-level failures (refused, too many clients, shutdown, authentication). */
+  readonly circuitBreaker?: CircuitBreakerOptions | undefined
+  /** Emit a `leak` event, with the acquiring stack, for a connection held longer than this. Off by default. */
+  readonly leakDetectionThresholdMs?: number | undefined
   /** The statement_timeout steps in milliseconds, strictly increasing. */
   readonly statementTimeoutLadderMs?: readonly number[] | undefined
   /** The dedicated connection that sends `pg_cancel_backend`. */

@@ -9,7 +9,11 @@ import {
   type Kysely,
   type QueryCompiler,
 } from 'kysely'
+import { resolveAdmissionPolicy, type ResolvedAdmissionPolicy } from '../admission/admission-policy.js'
+import { CircuitBreaker } from '../admission/circuit-breaker.js'
 import { PolicyRegistry } from '../context/policy-registry.js'
+import { LeakDetector } from '../connection/leak-detector.js'
+import { GovernorError } from '../errors/governor-error.js'
 import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
@@ -42,6 +46,7 @@ import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-
 export class GovernedPostgresDialect implements Dialect {
   readonly #config: GovernedPostgresDialectConfig
   readonly #ladder: StatementTimeoutLadder
+  readonly #admission: ResolvedAdmissionPolicy
   readonly #drivers: GovernedDriver[] = []
   /** Policies by domain; change them at runtime with `set` and `delete`. */
   readonly policies: PolicyRegistry
@@ -61,18 +66,22 @@ export class GovernedPostgresDialect implements Dialect {
     }
     this.policies = new PolicyRegistry(config)
     this.#ladder = new StatementTimeoutLadder(config.statementTimeoutLadderMs)
+    this.#admission = resolveAdmissionPolicy(config.admission)
+    // Validated here so that a bad option fails at construction, not at the first query.
+    new CircuitBreaker(config.circuitBreaker)
+    if (config.leakDetectionThresholdMs !== undefined) new LeakDetector(config.leakDetectionThresholdMs, this.events).stop()
     this.#config = Object.freeze({ ...config })
   }
 
   createDriver(): Driver {
-    const driver = new GovernedDriver(this.#config, this.policies, this.#ladder, this.events)
+    const driver = new GovernedDriver(this.#config, { policies: this.policies, ladder: this.#ladder, events: this.events, admission: this.#admission })
     this.#drivers.push(driver)
     return driver
   }
 
   /**
-   * Counts of the pool and of the dialect's wait queue; zeros before the first
-   * query (Kysely creates the driver lazily).
+   * Counts of the pool, the dialect's wait queue, utilisation, shedding and the
+   * circuit. Throws POOL_CLOSED before a Kysely instance was made with the dialect.
    *
    * @example
    * ```ts
@@ -82,7 +91,8 @@ export class GovernedPostgresDialect implements Dialect {
    */
   poolStats(): PoolStats {
     const driver = this.#drivers[this.#drivers.length - 1]
-    return driver ? driver.poolStats() : { max: 0, total: 0, idle: 0, used: 0, permits: 0, waiting: 0, pgPoolWaiting: 0 }
+    if (!driver) throw new GovernorError('POOL_CLOSED', 'no driver yet: poolStats() is available once a Kysely instance uses the dialect')
+    return driver.poolStats()
   }
 
   createQueryCompiler(): QueryCompiler {

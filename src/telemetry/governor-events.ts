@@ -1,6 +1,8 @@
 import type { Criticality } from '../context/criticality.js'
 import type { CancelOutcome } from '../connection/canceller.js'
 import type { QueryPhase } from '../errors/query-phase.js'
+import type { ShedReason } from '../errors/load-shed-error.js'
+import type { CircuitState } from '../admission/circuit-breaker.js'
 
 /** How a governed query ended. */
 export type QueryOutcome = 'ok' | 'error' | 'deadline_exceeded' | 'canceled' | 'shed'
@@ -35,11 +37,31 @@ export interface StatementTimeoutEvent {
   readonly local: boolean
 }
 
+/** Emitted when admission refused a query. */
+export interface ShedEvent {
+  readonly criticality: Criticality
+  readonly domain: string | undefined
+  readonly reason: ShedReason
+  readonly retryAfterMs: number
+  readonly utilisation: number
+}
+
+/** Emitted when a connection has been held longer than `leakDetectionThresholdMs`. */
+export interface LeakEvent {
+  readonly pid: number | undefined
+  readonly heldMs: number
+  /** Where the connection was acquired. */
+  readonly stack: string
+}
+
 /** The events and their payloads. */
 export interface GovernorEventMap {
   query: QueryEvent
   cancel: CancelEvent
   statementTimeout: StatementTimeoutEvent
+  shed: ShedEvent
+  circuit: CircuitState
+  leak: LeakEvent
   poolError: Error
 }
 
@@ -60,6 +82,9 @@ export class GovernorEvents {
     query: [],
     cancel: [],
     statementTimeout: [],
+    shed: [],
+    circuit: [],
+    leak: [],
     poolError: [],
   }
 

@@ -1,12 +1,13 @@
 import { sql } from 'kysely'
 import { afterAll, describe, expect, it } from 'vitest'
-import { DeadlineExceededError, QueryCanceledError, withQueryContext, type CancelEvent } from '../../src/index.js'
+import { DeadlineExceededError, LoadShedError, QueryCanceledError, withQueryContext, type CancelEvent } from '../../src/index.js'
 import { governed, sleep, waitFor } from '../support/governed.js'
 import { useTestDatabase } from '../support/test-database.js'
 
 const database = useTestDatabase()
 const MAX = 6
-const { db, dialect, pool } = governed(database, { max: MAX, application_name: 'storm' })
+// Feasibility shedding off: the storm is about cancels, and it would refuse most tiny budgets before they run.
+const { db, dialect, pool } = governed(database, { max: MAX, application_name: 'storm' }, { admission: { feasibility: false } })
 const cancels: CancelEvent[] = []
 dialect.events.on('cancel', (event) => cancels.push(event))
 afterAll(() => db.destroy())
@@ -25,7 +26,7 @@ describe('invariants 2 and 4: a storm of short queries with random aborts and de
     const next = random(20261122)
     const total = 2_500
     const concurrency = 40
-    const outcomes = { ok: 0, canceledAborted: 0, deadline: 0, wronglyCanceled: 0, otherErrors: [] as unknown[] }
+    const outcomes = { ok: 0, canceledAborted: 0, deadline: 0, shed: 0, wronglyCanceled: 0, otherErrors: [] as unknown[] }
     let peakServerConnections = 0
     let sampling = true
     const sampler = (async () => {
@@ -57,6 +58,8 @@ describe('invariants 2 and 4: a storm of short queries with random aborts and de
         } catch (error) {
           if (error instanceof QueryCanceledError && aborts) outcomes.canceledAborted++
           else if (error instanceof DeadlineExceededError && timeoutMs < 10_000) outcomes.deadline++
+          // Admission refuses a tiny budget it predicts cannot be met, before sending anything.
+          else if (error instanceof LoadShedError && error.reason === 'deadline' && timeoutMs < 10_000) outcomes.shed++
           else if ((error as { code?: string }).code === '57014' || error instanceof QueryCanceledError) outcomes.wronglyCanceled++
           else outcomes.otherErrors.push(error)
         }
@@ -68,7 +71,7 @@ describe('invariants 2 and 4: a storm of short queries with random aborts and de
 
     expect(outcomes.otherErrors).toEqual([])
     expect(outcomes.wronglyCanceled).toBe(0)
-    expect(outcomes.ok + outcomes.canceledAborted + outcomes.deadline).toBe(total)
+    expect(outcomes.ok + outcomes.canceledAborted + outcomes.deadline + outcomes.shed).toBe(total)
     // The storm must really have exercised cancellation, or it proves nothing.
     expect(outcomes.canceledAborted).toBeGreaterThan(100)
     expect(outcomes.deadline).toBeGreaterThan(20)

@@ -6,7 +6,8 @@ import { activeWithTag, backend, governed, rejectionOf, waitFor } from '../suppo
 import { useTestDatabase } from '../support/test-database.js'
 
 const database = useTestDatabase()
-const { db, dialect, pool } = governed(database, { max: 3, application_name: 'cancellation-test' }, { cursor: Cursor })
+// Feasibility shedding would refuse the short-deadline waiters these tests queue on purpose.
+const { db, dialect, pool } = governed(database, { max: 3, application_name: 'cancellation-test' }, { cursor: Cursor, admission: { feasibility: false } })
 const cancels: CancelEvent[] = []
 dialect.events.on('cancel', (event) => cancels.push(event))
 
