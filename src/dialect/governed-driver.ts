@@ -29,6 +29,7 @@ import { GovernorError } from '../errors/governor-error.js'
 import { QueryCanceledError } from '../errors/query-canceled-error.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
 import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-config.js'
+import { poolMax } from './pool-max.js'
 
 /**
  * A snapshot of the pool.
@@ -62,9 +63,6 @@ export interface PoolStats {
   /** Running mean of the waits of callers that queued, in milliseconds. */
   readonly meanWaitMs: number
 }
-
-/** pg-pool's own default for `max`. */
-const PG_POOL_DEFAULT_MAX = 10
 
 /**
  * The Kysely driver behind {@link GovernedPostgresDialect}: admission in front
@@ -137,8 +135,7 @@ export class GovernedDriver implements Driver {
   async init(options?: AbortableOperationOptions): Promise<void> {
     const { pool } = this.#config
     const resolved = typeof pool === 'function' ? await pool(options) : pool
-    const max = (resolved.options as { max?: unknown }).max
-    this.#gate = new AdmissionGate(typeof max === 'number' && max > 0 ? max : PG_POOL_DEFAULT_MAX, this.#admission, this.#estimator, this.#breaker)
+    this.#gate = new AdmissionGate(poolMax(resolved), this.#admission, this.#estimator, this.#breaker)
     // An unhandled 'error' from an idle client would crash the process (a server restart does that).
     resolved.on?.('error', (error) => this.#events.emit('poolError', error))
     const Client = (this.#config.controlClient ?? resolved.Client) as PgClientConstructor | undefined

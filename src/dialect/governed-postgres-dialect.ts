@@ -18,6 +18,7 @@ import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.j
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
 import { GovernedDriver, type PoolStats } from './governed-driver.js'
+import { poolMax } from './pool-max.js'
 import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-config.js'
 
 /**
@@ -67,6 +68,10 @@ export class GovernedPostgresDialect implements Dialect {
     this.policies = new PolicyRegistry(config)
     this.#ladder = new StatementTimeoutLadder(config.statementTimeoutLadderMs)
     this.#admission = resolveAdmissionPolicy(config.admission)
+    const max = typeof pool === 'object' ? poolMax(pool) : undefined
+    if (max !== undefined && this.#admission.reserve >= max) {
+      throw new InvalidOptionError('admission.reserve', `must be below the pool's max (${max}); got ${this.#admission.reserve}`)
+    }
     // Validated here so that a bad option fails at construction, not at the first query.
     new CircuitBreaker(config.circuitBreaker)
     if (config.leakDetectionThresholdMs !== undefined) new LeakDetector(config.leakDetectionThresholdMs, this.events).stop()
@@ -107,3 +112,4 @@ export class GovernedPostgresDialect implements Dialect {
     return new PostgresIntrospector(db)
   }
 }
+

