@@ -114,7 +114,7 @@ export class GovernedConnection implements DatabaseConnection {
     const watch = new StreamWatch(this, budget)
     try {
       for (;;) {
-        const rows = await watch.read(cursor.read(chunkSize))
+        const rows = await watch.read(this.#track(cursor.read(chunkSize)))
         if (rows.length === 0) break
         yield { rows }
       }
@@ -328,10 +328,17 @@ export class GovernedConnection implements DatabaseConnection {
 
   #track<T>(promise: Promise<T>): Promise<T> {
     this.#inFlight = promise
-    const clear = (): void => {
-      if (this.#inFlight === promise) this.#inFlight = undefined
-    }
-    promise.then(clear, clear)
+    promise.then(
+      () => {
+        if (this.#inFlight === promise) this.#inFlight = undefined
+      },
+      (error: unknown) => {
+        if (this.#inFlight === promise) this.#inFlight = undefined
+        // The server ends the session after a FATAL error; the socket may close only after we
+        // are released, so the pool would hand a dead client to the next caller.
+        if (isSessionEnding(error)) this.discard(`session ended: ${(error as Error).message}`)
+      },
+    )
     return promise
   }
 }
@@ -438,6 +445,14 @@ function toQueryResult<R>(result: PgQueryResult<R>): QueryResult<R> {
       command === 'INSERT' || command === 'UPDATE' || command === 'DELETE' || command === 'MERGE' ? BigInt(rowCount ?? 0) : undefined,
     rows: rows ?? [],
   }
+}
+
+function isSessionEnding(error: unknown): boolean {
+  const { severity, code } = (error ?? {}) as { severity?: unknown; code?: unknown }
+  if (severity === 'FATAL' || severity === 'PANIC') return true
+  if (typeof code === 'string') return code.startsWith('08') || code.startsWith('57P')
+  // pg's own errors for a dead socket carry no SQLSTATE.
+  return error instanceof Error && /Connection terminated|connection error|not queryable/i.test(error.message)
 }
 
 function isQueryCanceled(error: unknown): boolean {

@@ -1,0 +1,56 @@
+import { Kysely, sql } from 'kysely'
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { GovernedPostgresDialect, LoadShedError, type CircuitState } from '../../src/index.js'
+import { rejectionOf, sleep, waitFor } from '../support/governed.js'
+import { startEmbeddedServer, type ControllableServer } from '../support/test-server.js'
+
+// This file stops and starts a server, so it runs an embedded one of its own.
+let server: ControllableServer
+beforeAll(async () => {
+  server = await startEmbeddedServer()
+}, 120_000)
+afterAll(() => server?.destroy())
+
+describe('invariant 6 and the circuit breaker: the server goes away and comes back', () => {
+  it('never crashes the process, opens the circuit while the server is down, and closes it after', async () => {
+    const pool = new pg.Pool({ connectionString: server.url, max: 3, connectionTimeoutMillis: 2_000 })
+    const dialect = new GovernedPostgresDialect({ pool, circuitBreaker: { failureThreshold: 3, resetAfterMs: 300 } })
+    const db = new Kysely<any>({ dialect })
+    const states: CircuitState[] = []
+    const poolErrors: Error[] = []
+    dialect.events.on('circuit', (state) => states.push(state))
+    dialect.events.on('poolError', (error) => poolErrors.push(error))
+    try {
+      await Promise.all([1, 2, 3].map(() => sql`select pg_sleep(0.05)`.execute(db)))
+      expect(pool.idleCount).toBe(3)
+
+      await server.stop()
+      // Idle clients see the shutdown: pg-pool emits 'error', which the dialect handles.
+      await waitFor('pg-pool to report its idle clients failing', async () => poolErrors.length > 0 || pool.totalCount === 0)
+
+      const failures: unknown[] = []
+      for (let i = 0; i < 3; i++) failures.push(await rejectionOf(sql`select 1`.execute(db)))
+      expect(failures.every((error) => !(error instanceof LoadShedError))).toBe(true)
+      expect(dialect.poolStats().circuit).toBe('open')
+
+      const started = performance.now()
+      const shed = await rejectionOf(sql`select 1`.execute(db))
+      expect(shed).toBeInstanceOf(LoadShedError)
+      expect(shed).toMatchObject({ reason: 'circuit_open', criticality: 'critical' })
+      expect(shed.retryAfterMs).toBeGreaterThan(0)
+      expect(shed.retryAfterMs).toBeLessThanOrEqual(300)
+      expect(performance.now() - started).toBeLessThan(100)
+
+      await server.start()
+      await sleep(350)
+      const { rows } = await sql<{ one: number }>`select 1 as one`.execute(db)
+      expect(rows).toEqual([{ one: 1 }])
+      expect(dialect.poolStats().circuit).toBe('closed')
+      expect(states).toEqual(['open', 'closed'])
+      await waitFor('the pool to be at rest', async () => dialect.poolStats().permits === 0)
+    } finally {
+      await db.destroy()
+    }
+  }, 60_000)
+})
