@@ -1,7 +1,7 @@
 import type { CompiledQuery, ControlConnectionProvider, DatabaseConnection, QueryResult } from 'kysely'
 import { deadlineTimer, type DeadlineWatcher } from '../context/deadline-timer.js'
 import { now } from '../context/monotonic-clock.js'
-import { BudgetRace, type StopCause } from '../context/budget-race.js'
+import type { StopCause } from '../context/budget-race.js'
 import { currentQueryContext, type AbortWatcher, type QueryContext } from '../context/query-context.js'
 import type { PolicyRegistry } from '../context/policy-registry.js'
 import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
@@ -26,11 +26,26 @@ interface Budget {
   /** Monotonic deadline, Infinity for none. */
   readonly deadline: number
   readonly startedAt: number
+  /**
+   * `deadline - startedAt`, computed without the round trip through a sum: a
+   * 30 000 ms policy must map to the 30 s step every time, not to 60 s when
+   * floating point makes it 30 000.000000004.
+   */
+  readonly remainingMs: number
+}
+
+/** A statement (or cursor read) on the wire, which a cancel must wait for. */
+export interface InFlight {
+  /** Resolves when the server has answered: with the error it ended with, or undefined. */
+  whenEnded(): Promise<unknown>
 }
 
 type StatementTimeoutState = number | 'default' | 'unknown'
 
 const QUERY_CANCELED = '57014'
+
+/** Statements by which a caller sets statement_timeout itself (or resets every setting). */
+const SETS_STATEMENT_TIMEOUT = /^\s*(?:set\s+(?:session\s+|local\s+)?statement_timeout\b|reset\s+(?:statement_timeout|all)\b|discard\s+all\b)/i
 
 /** How long a cancelled statement may take to end before its connection is destroyed instead. */
 const SETTLE_TIMEOUT_MS = 5_000
@@ -49,6 +64,9 @@ export class GovernedConnection implements DatabaseConnection {
   #sessionTimeout: StatementTimeoutState = 'default'
   /** Value SET LOCAL in the current transaction; undefined when none was. */
   #localTimeout: StatementTimeoutState | undefined
+  /** statement_timeout the caller set itself (ms, 0 = off), kept when stricter than ours. */
+  #callerSessionTimeout: number | undefined
+  #callerLocalTimeout: number | undefined
   /** Tracked from the driver for pg versions without getTransactionStatus(). */
   #inTransactionFlag = false
   /** A cancelled statement still draining; the next statement waits for it. */
@@ -56,7 +74,7 @@ export class GovernedConnection implements DatabaseConnection {
   /** Why the connection must be destroyed instead of reused, if it must. */
   #discardReason: string | undefined
   /** The statement on the wire, for Kysely's cancelQuery/killSession. */
-  #inFlight: Promise<unknown> | undefined
+  #inFlight: InFlight | undefined
   /** When the driver last handed the connection out (monotonic ms), to measure use time. */
   checkedOutAt = 0
 
@@ -82,23 +100,17 @@ export class GovernedConnection implements DatabaseConnection {
     if (this.#settling) await this.#settling
     this.#assertUsable()
     const budget = this.#budget()
-    await this.#prepare(budget)
-    const queryPromise = this.#client.query<R>(compiledQuery.sql, compiledQuery.parameters)
-    if (budget.deadline === Infinity && !budget.context?.signals.length) {
-      return toQueryResult(await this.#track(queryPromise))
+    const preparing = this.#prepare(budget)
+    if (preparing) await preparing
+    const { sql } = compiledQuery
+    let result: PgQueryResult<R>
+    try {
+      result = await new StatementRun<R>(this, budget).start(this.#client, sql, compiledQuery.parameters)
+    } catch (error) {
+      throw withCallerStack(error, new Error())
     }
-    const inFlight = this.#track(queryPromise)
-    const sentAt = now()
-    const race = new BudgetRace(
-      inFlight,
-      budget,
-      (cause) => {
-        void this.cancelInFlight(inFlight, cause.kind, false)
-        return stoppedWhileRunning(cause, budget, sentAt)
-      },
-      (error) => (isStatementTimeout(error) ? stoppedWhileRunning({ kind: 'deadline' }, budget, sentAt, error) : error),
-    )
-    return toQueryResult(await race.promise)
+    if (SETS_STATEMENT_TIMEOUT.test(sql)) await this.#adoptCallerStatementTimeout(sql)
+    return toQueryResult(result)
   }
 
   async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize: number): AsyncIterableIterator<QueryResult<R>> {
@@ -148,7 +160,7 @@ export class GovernedConnection implements DatabaseConnection {
    * Cancels the statement behind `inFlight` on the server and keeps the
    * connection until both have settled. Resolves when they have.
    */
-  cancelInFlight(inFlight: Promise<unknown>, reason: 'deadline' | 'abort' | 'kysely', kill: boolean): Promise<void> {
+  cancelInFlight(inFlight: InFlight, reason: 'deadline' | 'abort' | 'kysely', kill: boolean): Promise<void> {
     const pid = this.pid
     if (pid === undefined) {
       this.discard('no backend pid to cancel')
@@ -156,7 +168,8 @@ export class GovernedConnection implements DatabaseConnection {
     }
     const { canceller, events } = this.#services
     const cancel = kill ? canceller.terminate(pid, this.#client.secretKey) : canceller.cancel(pid, this.#client.secretKey)
-    const settled = Promise.allSettled([inFlight, cancel]).then(([query, sent]) => {
+    const settled = Promise.allSettled([inFlight.whenEnded(), cancel]).then(([ended, sent]) => {
+      const endError = ended.status === 'fulfilled' ? ended.value : undefined
       let outcome: CancelOutcome | undefined
       let error: unknown
       if (sent.status === 'rejected') {
@@ -165,7 +178,7 @@ export class GovernedConnection implements DatabaseConnection {
       } else {
         outcome = sent.value
         if (kill) this.discard('session killed')
-        else if (!outcome.confirmed && !(query.status === 'rejected' && isQueryCanceled(query.reason))) {
+        else if (!outcome.confirmed && !isQueryCanceled(endError)) {
           // An unconfirmed protocol cancel may still be on its way: never let it meet the next statement.
           this.discard('unconfirmed protocol cancel')
         }
@@ -207,6 +220,7 @@ export class GovernedConnection implements DatabaseConnection {
     } else if (state === 'end') {
       this.#inTransactionFlag = false
       this.#localTimeout = undefined
+      this.#callerLocalTimeout = undefined
     } else if (this.#localTimeout !== undefined) {
       // ROLLBACK TO SAVEPOINT may have undone a SET LOCAL.
       this.#localTimeout = 'unknown'
@@ -283,27 +297,40 @@ export class GovernedConnection implements DatabaseConnection {
     const context = currentQueryContext()
     const startedAt = now()
     const { timeoutMs } = this.#services.policies.resolve(context?.domain)
-    const policyDeadline = timeoutMs === undefined ? Infinity : startedAt + timeoutMs
-    const deadline = context && context.deadline < policyDeadline ? context.deadline : policyDeadline
-    return { context, deadline, startedAt }
+    const policyRemaining = timeoutMs ?? Infinity
+    if (context && context.deadline - startedAt < policyRemaining) {
+      return { context, deadline: context.deadline, startedAt, remainingMs: context.deadline - startedAt }
+    }
+    return { context, deadline: startedAt + policyRemaining, startedAt, remainingMs: policyRemaining }
   }
 
-  /** Refuses a statement that cannot start, and brings statement_timeout to its step. */
-  async #prepare(budget: Budget): Promise<void> {
+  /**
+   * Refuses a statement that cannot start, and brings statement_timeout to its
+   * step. Returns a promise only when a SET is needed, so the usual statement
+   * pays for no extra promise.
+   */
+  #prepare(budget: Budget): Promise<void> | undefined {
     const aborted = budget.context?.abortedSignal()
     if (aborted) {
       throw new QueryCanceledError({ phase: 'before_start', reason: aborted.reason, waitedMs: 0, ranMs: 0 })
     }
-    const remaining = budget.deadline - budget.startedAt
+    const remaining = budget.remainingMs
     if (remaining <= 0) {
       throw new DeadlineExceededError({ phase: 'before_start', budgetMs: 0, waitedMs: 0, ranMs: 0 })
     }
-    const wanted: number | 'default' = remaining === Infinity ? 'default' : this.#services.ladder.bucketFor(remaining)
     const status = this.#transactionStatus()
-    if (status === 'E') return // Every statement but rollback fails here anyway; a SET would too.
+    if (status === 'E') return undefined // Every statement but rollback fails here anyway; a SET would too.
     const inTransaction = status === 'T'
+    let wanted: number | 'default' = remaining === Infinity ? 'default' : this.#services.ladder.bucketFor(remaining)
+    // A stricter statement_timeout the caller set on this session stays in force.
+    const callers = inTransaction ? (this.#callerLocalTimeout ?? this.#callerSessionTimeout) : this.#callerSessionTimeout
+    if (callers !== undefined && callers > 0 && (wanted === 'default' || callers < wanted)) wanted = callers
     const current = inTransaction ? (this.#localTimeout ?? this.#sessionTimeout) : this.#sessionTimeout
-    if (current === wanted) return
+    if (current === wanted) return undefined
+    return this.#setStatementTimeout(wanted, inTransaction)
+  }
+
+  async #setStatementTimeout(wanted: number | 'default', inTransaction: boolean): Promise<void> {
     // The value is a number we computed, never caller text.
     const value = wanted === 'default' ? 'default' : String(wanted)
     await this.#client.query(inTransaction ? `set local statement_timeout to ${value}` : `set statement_timeout to ${value}`)
@@ -313,10 +340,36 @@ export class GovernedConnection implements DatabaseConnection {
     if (events.has('statementTimeout')) events.emit('statementTimeout', { pid: this.pid, valueMs: wanted, local: inTransaction })
   }
 
+  /**
+   * The caller ran its own SET/RESET of statement_timeout: learn the value the
+   * server now has, so we keep it (when stricter than our step) instead of
+   * overwriting it on the next statement.
+   */
+  async #adoptCallerStatementTimeout(sql: string): Promise<void> {
+    const { rows } = await this.#client.query<{ ms: number }>(`select setting::int as ms from pg_settings where name = 'statement_timeout'`)
+    const ms = rows[0]?.ms ?? 0
+    const inTransaction = this.#transactionStatus() === 'T'
+    if (/^\s*set\s+local\b/i.test(sql) && inTransaction) {
+      this.#callerLocalTimeout = ms
+      this.#localTimeout = ms
+    } else if (/^\s*(reset|set\s+(session\s+)?statement_timeout\s+to\s+default)\b/i.test(sql) || /^\s*discard\b/i.test(sql)) {
+      this.#callerSessionTimeout = undefined
+      if (inTransaction) this.#localTimeout = ms
+      else this.#sessionTimeout = 'default'
+    } else {
+      this.#callerSessionTimeout = ms
+      if (inTransaction) this.#localTimeout = ms
+      else this.#sessionTimeout = ms
+    }
+  }
+
   #transactionStatus(): 'I' | 'T' | 'E' {
     const status = this.#client.getTransactionStatus?.()
     if (status === 'I' || status === 'T' || status === 'E') {
-      if (status === 'I') this.#localTimeout = undefined
+      if (status === 'I') {
+        this.#localTimeout = undefined
+        this.#callerLocalTimeout = undefined
+      }
       return status
     }
     return this.#inTransactionFlag ? 'T' : 'I'
@@ -326,20 +379,117 @@ export class GovernedConnection implements DatabaseConnection {
     return this.#transactionStatus() !== 'I'
   }
 
+  /** Tracks a promise-based statement (control statements, cursor reads) as the one in flight. */
   #track<T>(promise: Promise<T>): Promise<T> {
-    this.#inFlight = promise
+    const inFlight: InFlight = { whenEnded: () => promise.then(noError, (error: unknown) => error) }
+    this.#inFlight = inFlight
     promise.then(
-      () => {
-        if (this.#inFlight === promise) this.#inFlight = undefined
-      },
-      (error: unknown) => {
-        if (this.#inFlight === promise) this.#inFlight = undefined
-        // The server ends the session after a FATAL error; the socket may close only after we
-        // are released, so the pool would hand a dead client to the next caller.
-        if (isSessionEnding(error)) this.discard(`session ended: ${(error as Error).message}`)
-      },
+      () => this.statementEnded(inFlight, undefined),
+      (error: unknown) => this.statementEnded(inFlight, error),
     )
     return promise
+  }
+
+  /** @internal Called by whatever ran a statement, when the server answered. */
+  statementEnded(inFlight: InFlight, error: unknown): void {
+    if (this.#inFlight === inFlight) this.#inFlight = undefined
+    // The server ends the session after a FATAL error; the socket may close only after we
+    // are released, so the pool would hand a dead client to the next caller.
+    if (error !== undefined && isSessionEnding(error)) this.discard(`session ended: ${(error as Error).message}`)
+  }
+
+  /** @internal */
+  statementStarted(inFlight: InFlight): void {
+    this.#inFlight = inFlight
+  }
+
+}
+
+/**
+ * One statement on the wire, through pg's callback API so that a statement
+ * costs one promise: the caller's. Settles it with pg's answer, or at the
+ * deadline or abort with a typed error while the server-side cancel runs on;
+ * the connection waits for `whenEnded()` before its next statement.
+ */
+class StatementRun<R> implements InFlight, DeadlineWatcher, AbortWatcher {
+  readonly deadline: number
+  readonly #connection: GovernedConnection
+  readonly #budget: Budget
+  #sentAt = 0
+  #resolve!: (result: PgQueryResult<R>) => void
+  #reject!: (error: unknown) => void
+  /** The caller has its outcome. */
+  #answered = false
+  /** pg has called back. */
+  #ended = false
+  #endError: unknown
+  #endWaiter: { readonly promise: Promise<unknown>; readonly resolve: (error: unknown) => void } | undefined
+
+  constructor(connection: GovernedConnection, budget: Budget) {
+    this.#connection = connection
+    this.#budget = budget
+    this.deadline = budget.deadline
+  }
+
+  start(client: PgPoolClient, sql: string, parameters: ReadonlyArray<unknown>): Promise<PgQueryResult<R>> {
+    return new Promise<PgQueryResult<R>>((resolve, reject) => {
+      this.#resolve = resolve
+      this.#reject = reject
+      this.#sentAt = now()
+      if (this.deadline < Infinity) deadlineTimer.add(this)
+      this.#budget.context?.watch(this)
+      this.#connection.statementStarted(this)
+      client.query<R>(sql, parameters, this.#callback)
+    })
+  }
+
+  whenEnded(): Promise<unknown> {
+    if (this.#ended) return Promise.resolve(this.#endError)
+    if (!this.#endWaiter) {
+      let resolve!: (error: unknown) => void
+      const promise = new Promise<unknown>((r) => (resolve = r))
+      this.#endWaiter = { promise, resolve }
+    }
+    return this.#endWaiter.promise
+  }
+
+  readonly #callback = (error: Error | null | undefined, result: PgQueryResult<R>): void => {
+    this.#ended = true
+    this.#endError = error ?? undefined
+    this.#connection.statementEnded(this, this.#endError)
+    this.#endWaiter?.resolve(this.#endError)
+    if (!this.#answer()) return
+    if (!error) {
+      this.#resolve(result)
+    } else if (isStatementTimeout(error) && now() >= this.#budget.deadline - 1) {
+      // Our statement_timeout is never below the remaining budget, so one that fires earlier is the caller's own.
+      this.#reject(stoppedWhileRunning({ kind: 'deadline' }, this.#budget, this.#sentAt, error))
+    } else {
+      this.#reject(error)
+    }
+  }
+
+  onDeadline(): void {
+    this.#stop({ kind: 'deadline' })
+  }
+
+  onAbort(reason: unknown): void {
+    this.#stop({ kind: 'abort', reason })
+  }
+
+  #stop(cause: StopCause): void {
+    if (!this.#answer()) return
+    this.#reject(stoppedWhileRunning(cause, this.#budget, this.#sentAt))
+    void this.#connection.cancelInFlight(this, cause.kind, false)
+  }
+
+  /** Marks the caller answered; false when it already was. */
+  #answer(): boolean {
+    if (this.#answered) return false
+    this.#answered = true
+    if (this.deadline < Infinity) deadlineTimer.delete(this)
+    this.#budget.context?.unwatch(this)
+    return true
   }
 }
 
@@ -412,7 +562,8 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
     if (reading) {
       this.#reading = undefined
       reading.reject(error)
-      void this.#connection.cancelInFlight(reading.promise, reason, false)
+      const ended = reading.promise.then(noError, (error: unknown) => error)
+      void this.#connection.cancelInFlight({ whenEnded: () => ended }, reason, false)
     }
   }
 
@@ -435,6 +586,10 @@ function stoppedWhileRunning(cause: StopCause, budget: Budget, sentAt: number, s
     : new QueryCanceledError({ phase: 'running', reason: cause.reason, waitedMs, ranMs })
 }
 
+function noError(): undefined {
+  return undefined
+}
+
 function toQueryResult<R>(result: PgQueryResult<R>): QueryResult<R> {
   const { command, rowCount, rows } = result
   if (command === 'ROLLBACK' || command === 'COMMIT') {
@@ -445,6 +600,14 @@ function toQueryResult<R>(result: PgQueryResult<R>): QueryResult<R> {
       command === 'INSERT' || command === 'UPDATE' || command === 'DELETE' || command === 'MERGE' ? BigInt(rowCount ?? 0) : undefined,
     rows: rows ?? [],
   }
+}
+
+/** Appends the caller's frames to a pg error, whose own stack ends in pg's protocol parser. */
+function withCallerStack(error: unknown, caller: Error): unknown {
+  if (error instanceof Error && typeof error.stack === 'string' && caller.stack) {
+    error.stack += `\n${caller.stack.split('\n').slice(1).join('\n')}`
+  }
+  return error
 }
 
 function isSessionEnding(error: unknown): boolean {

@@ -118,6 +118,8 @@ const storage = new AsyncLocalStorage<QueryContext>()
  */
 export function withQueryContext<T>(options: QueryContextOptions, fn: () => T): T {
   const context = createQueryContext(options, storage.getStore())
+  // Ending the scope only removes signal listeners: a context without signals skips it.
+  if (context.signals.length === 0) return storage.run(context, fn)
   let result: T
   try {
     result = storage.run(context, fn)

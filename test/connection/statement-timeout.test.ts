@@ -82,3 +82,22 @@ describe('statement_timeout ladder', () => {
     expect(sets.every((event) => event.valueMs === 'default' || Number.isInteger(event.valueMs))).toBe(true)
   })
 })
+
+describe('statement_timeout under the default policy', () => {
+  it('sends one SET per connection for steady traffic, however many statements run', async () => {
+    const steady = governed(database, { max: 3 })
+    const events: StatementTimeoutEvent[] = []
+    steady.dialect.events.on('statementTimeout', (event) => events.push(event))
+    try {
+      await Promise.all(
+        Array.from({ length: 3 }, async () => {
+          for (let i = 0; i < 300; i++) await sql`select 1`.execute(steady.db)
+        }),
+      )
+      expect(events.length).toBeLessThanOrEqual(steady.pool.totalCount)
+      expect(new Set(events.map((event) => event.valueMs))).toEqual(new Set([30_000]))
+    } finally {
+      await steady.db.destroy()
+    }
+  })
+})
