@@ -535,7 +535,7 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
         (error: unknown) => {
           if (this.#reading !== reading) return
           this.#reading = undefined
-          reject(isStatementTimeout(error) ? this.#deadlineError(error) : error)
+          reject(isStatementTimeout(error) && now() >= this.deadline - 1 ? this.#deadlineError(error) : error)
         },
       )
     })

@@ -154,6 +154,30 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     parity.record(dialect, 'stream.error', { rows, error: pgErrorShape(error), reads: log.reads.slice() })
   })
 
+  it('surfaces a statement_timeout the caller set, hit during a cursor read, as the pg error 57014', async () => {
+    const rows: number[] = []
+    const error = await h.db.connection().execute(async (conn) => {
+      await sql`set statement_timeout = '100ms'`.execute(conn)
+      try {
+        return await rejectionOf(
+          (async () => {
+            const slow = conn.selectFrom('num').select(['n', sql<string>`pg_sleep(0.3)::text`.as('slept')]).where('n', '<=', 3)
+            for await (const row of slow.stream(1)) rows.push(row.n)
+          })(),
+        )
+      } finally {
+        await sql`reset statement_timeout`.execute(conn)
+      }
+    })
+    expect(rows).toEqual([])
+    expect(error).toBeInstanceOf(pg.DatabaseError)
+    expect(pgErrorShape(error)).toMatchObject({ code: '57014', message: 'canceling statement due to statement timeout' })
+    await expectPoolIdle(h.pool)
+    const { rows: after } = await sql<{ ok: number }>`select 1 as ok`.execute(h.db)
+    expect(after).toEqual([{ ok: 1 }])
+    parity.record(dialect, 'stream.callerStatementTimeout', pgErrorShape(error))
+  })
+
   it('streams inside a transaction and sees its uncommitted rows', async () => {
     const rows = await h.db.transaction().execute(async (trx) => {
       await trx.insertInto('num').values({ n: 11 }).execute()
