@@ -1,4 +1,4 @@
-import { CRITICALITIES } from '../context/criticality.js'
+import { CRITICALITIES, type Criticality } from '../context/criticality.js'
 import { deadlineTimer, type DeadlineWatcher } from '../context/deadline-timer.js'
 import { now } from '../context/monotonic-clock.js'
 import type { AbortWatcher, QueryContext } from '../context/query-context.js'
@@ -15,6 +15,7 @@ import { WaiterHeap, type HeapEntry } from './waiter-heap.js'
 export interface AdmissionTicket {
   /** Criticality rank, 0 highest (critical_plus). */
   readonly rank: number
+  readonly criticality: Criticality
   /** Monotonic deadline, Infinity for none. */
   readonly deadline: number
   /** When the budget started, to report it on expiry. */

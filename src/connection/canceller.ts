@@ -161,16 +161,26 @@ export class Canceller {
   }
 }
 
-/** Builds the control connection's client from the pool's own options. */
+/**
+ * Builds the control connection's client from the pool's own options. With
+ * overrides (for example a role with pg_signal_backend), the pool's
+ * connection string is first resolved into fields, because pg lets a
+ * connection string win over fields given beside it.
+ */
 export function controlClientFactory(Client: PgClientConstructor, poolOptions: object, overrides: object | undefined): () => PgStandaloneClient {
-  return () =>
-    new Client({
-      ...poolOptions,
-      // pg-pool keeps `password` non-enumerable, so the spread misses it.
-      password: (poolOptions as { password?: unknown }).password,
-      application_name: 'pg-governor control',
-      ...overrides,
-    })
+  const applicationName = (poolOptions as { application_name?: unknown }).application_name
+  const base: Record<string, unknown> = {
+    ...poolOptions,
+    // pg-pool keeps `password` non-enumerable, so the spread misses it.
+    password: (poolOptions as { password?: unknown }).password,
+    application_name: `${typeof applicationName === 'string' ? `${applicationName} ` : ''}(pg-governor control)`.slice(0, 63),
+  }
+  if (overrides && 'connectionString' in base && !('connectionString' in overrides)) {
+    const resolved = new Client(base) as PgStandaloneClient & { user?: string; database?: string; password?: unknown; ssl?: unknown }
+    delete base['connectionString']
+    Object.assign(base, { host: resolved.host, port: resolved.port, user: resolved.user, database: resolved.database, password: resolved.password, ssl: resolved.ssl })
+  }
+  return () => new Client({ ...base, ...overrides })
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

@@ -2,11 +2,13 @@ import type { CompiledQuery, ControlConnectionProvider, DatabaseConnection, Quer
 import { deadlineTimer, type DeadlineWatcher } from '../context/deadline-timer.js'
 import { now } from '../context/monotonic-clock.js'
 import type { StopCause } from '../context/budget-race.js'
+import { traceOf, traceparent } from '../context/trace-context.js'
 import { currentQueryContext, type AbortWatcher, type QueryContext } from '../context/query-context.js'
 import type { PolicyRegistry } from '../context/policy-registry.js'
 import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
 import { QueryCanceledError } from '../errors/query-canceled-error.js'
-import type { GovernorEvents } from '../telemetry/governor-events.js'
+import type { GovernorEvents, QueryOutcome } from '../telemetry/governor-events.js'
+import type { Criticality } from '../context/criticality.js'
 import type { Canceller, CancelOutcome } from './canceller.js'
 import type { PgCursor, PgCursorConstructor, PgPoolClient, PgQueryResult } from './pg-types.js'
 import type { StatementTimeoutLadder } from './statement-timeout-ladder.js'
@@ -18,6 +20,8 @@ export interface ConnectionServices {
   readonly policies: PolicyRegistry
   readonly events: GovernorEvents
   readonly cursor: PgCursorConstructor | undefined
+  /** Prefix statements with a sqlcommenter-style comment (criticality, domain, traceparent). */
+  readonly sqlComment: boolean
 }
 
 /** The budget of one statement. */
@@ -32,6 +36,8 @@ interface Budget {
    * floating point makes it 30 000.000000004.
    */
   readonly remainingMs: number
+  readonly criticality: Criticality
+  readonly domain: string | undefined
 }
 
 /** A statement (or cursor read) on the wire, which a cancel must wait for. */
@@ -91,6 +97,11 @@ export class GovernedConnection implements DatabaseConnection {
     return this.#client.processID ?? undefined
   }
 
+  /** @internal The dialect's event hub. */
+  get events(): GovernorEvents {
+    return this.#services.events
+  }
+
   /** The pg client, for advanced use (LISTEN, COPY). Do not release it yourself. */
   get client(): PgPoolClient {
     return this.#client
@@ -103,9 +114,10 @@ export class GovernedConnection implements DatabaseConnection {
     const preparing = this.#prepare(budget)
     if (preparing) await preparing
     const { sql } = compiledQuery
+    const text = this.#services.sqlComment ? sqlComment(budget) + sql : sql
     let result: PgQueryResult<R>
     try {
-      result = await new StatementRun<R>(this, budget).start(this.#client, sql, compiledQuery.parameters)
+      result = await new StatementRun<R>(this, budget, compiledQuery.queryId?.queryId).start(this.#client, text, compiledQuery.parameters)
     } catch (error) {
       throw withCallerStack(error, new Error())
     }
@@ -122,7 +134,8 @@ export class GovernedConnection implements DatabaseConnection {
     this.#assertUsable()
     const budget = this.#budget()
     await this.#prepare(budget)
-    const cursor: PgCursor<R> = this.#client.query(new Cursor<R>(compiledQuery.sql, compiledQuery.parameters.slice()))
+    const text = this.#services.sqlComment ? sqlComment(budget) + compiledQuery.sql : compiledQuery.sql
+    const cursor: PgCursor<R> = this.#client.query(new Cursor<R>(text, compiledQuery.parameters.slice()))
     const watch = new StreamWatch(this, budget)
     try {
       for (;;) {
@@ -243,14 +256,14 @@ export class GovernedConnection implements DatabaseConnection {
    * is marked so, rolled back if it is inside a transaction. `done` runs when
    * the client is back (or gone), to free the admission permit.
    */
-  release(done: () => void): void {
+  release(done: (destroyed: boolean) => void): void {
     if (this.#settling) {
       void this.#settling.then(() => this.release(done))
       return
     }
     if (this.#discardReason !== undefined) {
       this.#client.release(new Error(`pg-governor discarded the connection: ${this.#discardReason}`))
-      done()
+      done(true)
       return
     }
     if (this.#inTransaction()) {
@@ -258,18 +271,19 @@ export class GovernedConnection implements DatabaseConnection {
         () => {
           this.transactionBoundary('end')
           this.#client.release()
-          done()
+          done(false)
         },
         (error: unknown) => {
           this.#client.release(error instanceof Error ? error : new Error(String(error)))
-          done()
+          done(true)
         },
       )
       return
     }
     this.#client.release()
-    done()
+    done(false)
   }
+
 
   /**
    * A statement that does not end even after its cancel (a hung server, a lost
@@ -296,12 +310,14 @@ export class GovernedConnection implements DatabaseConnection {
   #budget(): Budget {
     const context = currentQueryContext()
     const startedAt = now()
-    const { timeoutMs } = this.#services.policies.resolve(context?.domain)
-    const policyRemaining = timeoutMs ?? Infinity
+    const domain = context?.domain
+    const policy = this.#services.policies.resolve(domain)
+    const criticality = context?.criticality ?? policy.criticality
+    const policyRemaining = policy.timeoutMs ?? Infinity
     if (context && context.deadline - startedAt < policyRemaining) {
-      return { context, deadline: context.deadline, startedAt, remainingMs: context.deadline - startedAt }
+      return { context, deadline: context.deadline, startedAt, remainingMs: context.deadline - startedAt, criticality, domain }
     }
-    return { context, deadline: startedAt + policyRemaining, startedAt, remainingMs: policyRemaining }
+    return { context, deadline: startedAt + policyRemaining, startedAt, remainingMs: policyRemaining, criticality, domain }
   }
 
   /**
@@ -415,6 +431,8 @@ class StatementRun<R> implements InFlight, DeadlineWatcher, AbortWatcher {
   readonly deadline: number
   readonly #connection: GovernedConnection
   readonly #budget: Budget
+  readonly #queryId: string | undefined
+  #sql: string | undefined
   #sentAt = 0
   #resolve!: (result: PgQueryResult<R>) => void
   #reject!: (error: unknown) => void
@@ -425,9 +443,10 @@ class StatementRun<R> implements InFlight, DeadlineWatcher, AbortWatcher {
   #endError: unknown
   #endWaiter: { readonly promise: Promise<unknown>; readonly resolve: (error: unknown) => void } | undefined
 
-  constructor(connection: GovernedConnection, budget: Budget) {
+  constructor(connection: GovernedConnection, budget: Budget, queryId: string | undefined) {
     this.#connection = connection
     this.#budget = budget
+    this.#queryId = queryId
     this.deadline = budget.deadline
   }
 
@@ -435,6 +454,7 @@ class StatementRun<R> implements InFlight, DeadlineWatcher, AbortWatcher {
     return new Promise<PgQueryResult<R>>((resolve, reject) => {
       this.#resolve = resolve
       this.#reject = reject
+      this.#sql = sql
       this.#sentAt = now()
       if (this.deadline < Infinity) deadlineTimer.add(this)
       this.#budget.context?.watch(this)
@@ -460,13 +480,38 @@ class StatementRun<R> implements InFlight, DeadlineWatcher, AbortWatcher {
     this.#endWaiter?.resolve(this.#endError)
     if (!this.#answer()) return
     if (!error) {
+      this.#report('ok', undefined)
       this.#resolve(result)
     } else if (isStatementTimeout(error) && now() >= this.#budget.deadline - 1) {
       // Our statement_timeout is never below the remaining budget, so one that fires earlier is the caller's own.
-      this.#reject(stoppedWhileRunning({ kind: 'deadline' }, this.#budget, this.#sentAt, error))
+      const stopped = stoppedWhileRunning({ kind: 'deadline' }, this.#budget, this.#sentAt, error)
+      this.#report('deadline_exceeded', stopped)
+      this.#reject(stopped)
     } else {
+      this.#report('error', error)
       this.#reject(error)
     }
+  }
+
+  #report(outcome: QueryOutcome, error: unknown): void {
+    const { events } = this.#connection
+    if (!events.has('query')) return
+    const budget = this.#budget
+    events.emit('query', {
+      outcome,
+      criticality: budget.criticality,
+      domain: budget.domain,
+      phase: 'running',
+      budgetMs: budget.remainingMs,
+      waitedMs: this.#sentAt - budget.startedAt,
+      ranMs: now() - this.#sentAt,
+      pid: this.#connection.pid,
+      sqlState: sqlStateOf(error) ?? sqlStateOf((error as { cause?: unknown } | undefined)?.cause),
+      queryId: this.#queryId,
+      sql: this.#sql,
+      context: budget.context,
+      error,
+    })
   }
 
   onDeadline(): void {
@@ -479,7 +524,9 @@ class StatementRun<R> implements InFlight, DeadlineWatcher, AbortWatcher {
 
   #stop(cause: StopCause): void {
     if (!this.#answer()) return
-    this.#reject(stoppedWhileRunning(cause, this.#budget, this.#sentAt))
+    const stopped = stoppedWhileRunning(cause, this.#budget, this.#sentAt)
+    this.#report(cause.kind === 'deadline' ? 'deadline_exceeded' : 'canceled', stopped)
+    this.#reject(stopped)
     void this.#connection.cancelInFlight(this, cause.kind, false)
   }
 
@@ -584,6 +631,24 @@ function stoppedWhileRunning(cause: StopCause, budget: Budget, sentAt: number, s
   return cause.kind === 'deadline'
     ? new DeadlineExceededError({ phase: 'running', budgetMs: budget.deadline - budget.startedAt, waitedMs, ranMs, cause: serverError })
     : new QueryCanceledError({ phase: 'running', reason: cause.reason, waitedMs, ranMs })
+}
+
+/**
+ * A sqlcommenter-style comment, so that pg_stat_activity shows who runs what.
+ * Keys sorted, values URL-encoded and quoted as the sqlcommenter spec asks;
+ * domains are validated to safe characters, so nothing can close the comment.
+ */
+function sqlComment(budget: Budget): string {
+  const fields = [`criticality='${budget.criticality}'`]
+  if (budget.domain !== undefined) fields.push(`domain='${encodeURIComponent(budget.domain)}'`)
+  const trace = traceOf(budget.context)
+  if (trace) fields.push(`traceparent='${encodeURIComponent(traceparent(trace))}'`)
+  return `/*${fields.join(',')}*/ `
+}
+
+function sqlStateOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null | undefined)?.code
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined
 }
 
 function noError(): undefined {

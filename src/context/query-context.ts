@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { assertCriticality, type Criticality } from './criticality.js'
 import { monotonicFromWallClock, now } from './monotonic-clock.js'
+import { activeTrace, type TraceIds } from './trace-context.js'
 import { assertDomain, assertTimeoutMs, describe } from './validate.js'
 
 /**
@@ -45,6 +46,8 @@ export class QueryContext {
   readonly signals: readonly AbortSignal[]
   readonly criticality: Criticality | undefined
   readonly domain: string | undefined
+  /** The OpenTelemetry span active when the context was made, if tracing is enabled. */
+  readonly trace: TraceIds | undefined
   #watchers: Set<AbortWatcher> | undefined
   #listening = false
   #scopeOpen = true
@@ -58,6 +61,7 @@ export class QueryContext {
     this.signals = signals
     this.criticality = criticality
     this.domain = domain
+    this.trace = activeTrace()
   }
 
   /** The first of the context's signals that has fired, if any. */

@@ -17,6 +17,7 @@ import { BudgetRace } from '../context/budget-race.js'
 import { criticalityRank, type Criticality } from '../context/criticality.js'
 import { LeakDetector } from '../connection/leak-detector.js'
 import { LoadShedError } from '../errors/load-shed-error.js'
+import type { QueryPhase } from '../errors/query-phase.js'
 import { now } from '../context/monotonic-clock.js'
 import { currentQueryContext } from '../context/query-context.js'
 import { PolicyRegistry } from '../context/policy-registry.js'
@@ -156,6 +157,7 @@ export class GovernedDriver implements Driver {
       policies: this.#policies,
       events: this.#events,
       cursor: this.#config.cursor,
+      sqlComment: this.#config.sqlComment === true,
     })
     this.#pool = resolved
   }
@@ -165,14 +167,27 @@ export class GovernedDriver implements Driver {
     const pool = this.#pool
     if (!gate || !pool) throw new GovernorError('POOL_CLOSED', 'driver has already been destroyed')
     let client: PgPoolClient
+    const events = this.#events
+    const observed = events.has('acquire')
+    const startedAt = observed ? now() : 0
+    let createMs: number | undefined
+    let ticket: AdmissionTicket | undefined
     const admitted = gate.tryAcquire()
     if (admitted && (pool.idleCount ?? 0) > 0 && !options?.signal) {
       // The hot path: a permit and an idle client; no context, no budget, no timer.
       client = await this.#connect(pool, gate)
     } else {
-      const ticket = this.#ticket(options, admitted)
-      if (!admitted) await this.#admit(gate, ticket)
-      client = await this.#connectWithin(pool, gate, ticket)
+      ticket = this.#ticket(options, admitted)
+      try {
+        if (!admitted) await this.#admit(gate, ticket)
+        const connectStartedAt = now()
+        const idleBefore = pool.idleCount ?? 0
+        client = await this.#connectWithin(pool, gate, ticket)
+        if (idleBefore === 0) createMs = now() - connectStartedAt
+      } catch (error) {
+        this.#reportRefusal(error, ticket)
+        throw error
+      }
     }
     if (!this.#pool) {
       client.release()
@@ -188,7 +203,39 @@ export class GovernedDriver implements Driver {
     if (this.#config.onReserveConnection) await this.#guard(connection, () => this.#config.onReserveConnection?.(connection as GovernedConnection, options))
     connection.checkedOutAt = now()
     this.#leaks?.checkedOut(connection, connection.pid)
+    if (observed) {
+      events.emit('acquire', { waitedMs: connection.checkedOutAt - startedAt, createMs, criticality: ticket?.criticality })
+    }
     return connection
+  }
+
+  /** A query event for work that never reached a statement: refused, expired or aborted while waiting. */
+  #reportRefusal(error: unknown, ticket: AdmissionTicket): void {
+    if (!this.#events.has('query')) return
+    const outcome =
+      error instanceof LoadShedError
+        ? 'shed'
+        : error instanceof DeadlineExceededError
+          ? 'deadline_exceeded'
+          : error instanceof QueryCanceledError
+            ? 'canceled'
+            : 'error'
+    const waitedMs = now() - ticket.startedAt
+    this.#events.emit('query', {
+      outcome,
+      criticality: ticket.criticality,
+      domain: ticket.context?.domain,
+      phase: outcome === 'shed' ? 'before_start' : ((error as { phase?: QueryPhase }).phase ?? 'waiting'),
+      budgetMs: ticket.deadline - ticket.startedAt,
+      waitedMs,
+      ranMs: 0,
+      pid: undefined,
+      sqlState: undefined,
+      queryId: undefined,
+      sql: undefined,
+      context: ticket.context,
+      error,
+    })
   }
 
   /** The caller's budget and criticality; refuses work that cannot start. Frees the permit it was given when it refuses. */
@@ -202,17 +249,21 @@ export class GovernedDriver implements Driver {
     let refusal: Error | undefined
     if (aborted) refusal = new QueryCanceledError({ phase: 'before_start', reason: aborted.reason, waitedMs: 0, ranMs: 0 })
     else if (deadline <= startedAt) refusal = new DeadlineExceededError({ phase: 'before_start', budgetMs: 0, waitedMs: 0, ranMs: 0 })
-    if (refusal) {
-      if (holdsPermit) this.#gate?.abandon()
-      throw refusal
-    }
-    return {
-      rank: criticalityRank(context?.criticality ?? policy.criticality),
+    const criticality = context?.criticality ?? policy.criticality
+    const ticket: AdmissionTicket = {
+      rank: criticalityRank(criticality),
+      criticality,
       deadline,
       startedAt,
       context,
       signal: options?.signal,
     }
+    if (refusal) {
+      if (holdsPermit) this.#gate?.abandon()
+      this.#reportRefusal(refusal, ticket)
+      throw refusal
+    }
+    return ticket
   }
 
   async #admit(gate: AdmissionGate, ticket: AdmissionTicket): Promise<void> {
@@ -317,7 +368,11 @@ export class GovernedDriver implements Driver {
     const governed = asGoverned(connection)
     const gate = this.#gate
     this.#leaks?.returned(governed)
-    governed.release(() => gate?.release(now() - governed.checkedOutAt))
+    governed.release((destroyed) => {
+      const heldMs = now() - governed.checkedOutAt
+      gate?.release(heldMs)
+      if (this.#events.has('release')) this.#events.emit('release', { heldMs, destroyed })
+    })
   }
 
   async destroy(): Promise<void> {

@@ -2,6 +2,7 @@ import type { AbortableOperationOptions, DatabaseConnection } from 'kysely'
 import type { AdmissionOptions } from '../admission/admission-policy.js'
 import type { CircuitBreakerOptions } from '../admission/circuit-breaker.js'
 import type { Criticality } from '../context/criticality.js'
+import type { GovernorLogger, LoggingOptions } from '../telemetry/logging.js'
 import type { QueryPolicy } from '../context/policy-registry.js'
 import type { PgClientConstructor, PgCursorConstructor, PgPool } from '../connection/pg-types.js'
 
@@ -48,6 +49,16 @@ export interface GovernedPostgresDialectConfig {
   readonly circuitBreaker?: CircuitBreakerOptions | undefined
   /** Emit a `leak` event, with the acquiring stack, for a connection held longer than this. Off by default. */
   readonly leakDetectionThresholdMs?: number | undefined
+  /** A pino (or pino-compatible) logger for the dialect's events; nothing is logged without one. */
+  readonly logger?: GovernorLogger | undefined
+  /** What the logger writes beyond the events (a slow-query threshold). */
+  readonly logging?: LoggingOptions | undefined
+  /**
+   * Prefix every statement with a sqlcommenter-style comment
+   * (`/*criticality='critical',domain='payment',traceparent='…'*\/`) so that
+   * pg_stat_activity shows who runs what. Off by default.
+   */
+  readonly sqlComment?: boolean | undefined
   /** The statement_timeout steps in milliseconds, strictly increasing. */
   readonly statementTimeoutLadderMs?: readonly number[] | undefined
   /** The dedicated connection that sends `pg_cancel_backend`. */

@@ -14,6 +14,8 @@ import { CircuitBreaker } from '../admission/circuit-breaker.js'
 import { PolicyRegistry } from '../context/policy-registry.js'
 import { LeakDetector } from '../connection/leak-detector.js'
 import { GovernorError } from '../errors/governor-error.js'
+import { enableOpenTelemetryTraces } from '../context/trace-context.js'
+import { attachLogger } from '../telemetry/logging.js'
 import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
@@ -75,7 +77,13 @@ export class GovernedPostgresDialect implements Dialect {
     // Validated here so that a bad option fails at construction, not at the first query.
     new CircuitBreaker(config.circuitBreaker)
     if (config.leakDetectionThresholdMs !== undefined) new LeakDetector(config.leakDetectionThresholdMs, this.events).stop()
+    if (config.sqlComment !== undefined && typeof config.sqlComment !== 'boolean') {
+      throw new InvalidOptionError('sqlComment', `must be a boolean; got ${String(config.sqlComment)}`)
+    }
     this.#config = Object.freeze({ ...config })
+    if (config.logger !== undefined) attachLogger(this.events, config.logger, config.logging)
+    // Trace ids for log lines and comments come from @opentelemetry/api when it is installed.
+    if (config.logger !== undefined || config.sqlComment) void enableOpenTelemetryTraces()
   }
 
   createDriver(): Driver {
@@ -108,6 +116,7 @@ export class GovernedPostgresDialect implements Dialect {
     return new PostgresAdapter()
   }
 
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Kysely's Dialect interface declares Kysely<any>
   createIntrospector(db: Kysely<any>): DatabaseIntrospector {
     return new PostgresIntrospector(db)
   }

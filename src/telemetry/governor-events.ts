@@ -3,21 +3,51 @@ import type { CancelOutcome } from '../connection/canceller.js'
 import type { QueryPhase } from '../errors/query-phase.js'
 import type { ShedReason } from '../errors/load-shed-error.js'
 import type { CircuitState } from '../admission/circuit-breaker.js'
+import type { QueryContext } from '../context/query-context.js'
 
 /** How a governed query ended. */
 export type QueryOutcome = 'ok' | 'error' | 'deadline_exceeded' | 'canceled' | 'shed'
 
-/** Emitted once per statement (or per acquisition that never got to run one). */
+/**
+ * Emitted once per statement, and once per acquisition refused or stopped
+ * before a statement ran (`phase` says where it ended).
+ */
 export interface QueryEvent {
   readonly outcome: QueryOutcome
   readonly criticality: Criticality
   readonly domain: string | undefined
   readonly phase: QueryPhase
+  /** The budget the statement (or wait) started with; Infinity when it had none. */
   readonly budgetMs: number
+  /** Waiting for a connection (acquisitions) or for a SET before sending (statements). */
   readonly waitedMs: number
+  /** Time on the server as the client saw it. */
   readonly ranMs: number
   readonly pid: number | undefined
+  /** SQLSTATE of the error the statement ended with, if any. */
   readonly sqlState: string | undefined
+  /** Kysely's query id, when the statement came from Kysely. */
+  readonly queryId: string | undefined
+  /** The SQL text with its placeholders (never the parameter values). */
+  readonly sql: string | undefined
+  /** The ambient context, if any (trace ids live there). */
+  readonly context: QueryContext | undefined
+  /** The error the caller received, if any. */
+  readonly error: unknown
+}
+
+/** Emitted when a caller got a connection. */
+export interface AcquireEvent {
+  readonly waitedMs: number
+  /** Time to open a new connection, when one had to be opened. */
+  readonly createMs: number | undefined
+  readonly criticality: Criticality | undefined
+}
+
+/** Emitted when a connection went back to the pool (or was destroyed). */
+export interface ReleaseEvent {
+  readonly heldMs: number
+  readonly destroyed: boolean
 }
 
 /** Emitted when a cancel settled, or failed. */
@@ -57,6 +87,8 @@ export interface LeakEvent {
 /** The events and their payloads. */
 export interface GovernorEventMap {
   query: QueryEvent
+  acquire: AcquireEvent
+  release: ReleaseEvent
   cancel: CancelEvent
   statementTimeout: StatementTimeoutEvent
   shed: ShedEvent
@@ -80,6 +112,8 @@ export type GovernorListener<K extends keyof GovernorEventMap> = (event: Governo
 export class GovernorEvents {
   readonly #listeners: { [K in keyof GovernorEventMap]: GovernorListener<K>[] } = {
     query: [],
+    acquire: [],
+    release: [],
     cancel: [],
     statementTimeout: [],
     shed: [],

@@ -32,7 +32,7 @@ describe('invariants 2 and 4: a storm of short queries with random aborts and de
     const sampler = (async () => {
       while (sampling) {
         const rows = await database.admin<{ n: number }>(
-          `select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name in ('storm', 'pg-governor control')`,
+          `select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name in ('storm', 'storm (pg-governor control)')`,
         )
         peakServerConnections = Math.max(peakServerConnections, rows[0]?.n ?? 0)
         await sleep(10)

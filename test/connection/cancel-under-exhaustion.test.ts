@@ -92,7 +92,7 @@ async function exhaustWithEagerControl(): Promise<CancelEvent[]> {
   try {
     await sql`select 1`.execute(db)
     await waitFor('the control connection to open', async () => {
-      const rows = await database.admin(`select 1 from pg_stat_activity where usename = 'limited_app' and application_name = 'pg-governor control'`)
+      const rows = await database.admin(`select 1 from pg_stat_activity where usename = 'limited_app' and application_name = 'exhausted_eager (pg-governor control)'`)
       return rows.length === 1
     })
     const tag = 'exhausted_eager_query'
@@ -112,3 +112,21 @@ async function exhaustWithEagerControl(): Promise<CancelEvent[]> {
     await db.destroy()
   }
 }
+
+describe('the control connection', () => {
+  it('logs in with the role given in controlConnection.config even when the pool uses a connection string', async () => {
+    const pool = new pg.Pool({ connectionString: database.url, max: 1, application_name: 'control_role' })
+    const dialect = new GovernedPostgresDialect({ pool, controlConnection: { config: { user: 'limited_app', password: 'limited' } } })
+    const db = new Kysely<any>({ dialect })
+    try {
+      await sql`select 1`.execute(db)
+      const rows = await waitFor('the control connection', async () => {
+        const found = await database.admin<{ usename: string }>(`select usename from pg_stat_activity where application_name = 'control_role (pg-governor control)'`)
+        return found.length > 0 && found
+      })
+      expect(rows).toEqual([{ usename: 'limited_app' }])
+    } finally {
+      await db.destroy()
+    }
+  })
+})

@@ -1,0 +1,73 @@
+/**
+ * A child process that runs one throughput setup, so that each setup has a
+ * process of its own: its own heap and JIT state, and no AsyncLocalStorage
+ * promise hooks switched on by another setup (on Node 20, the first
+ * `withQueryContext` turns them on for every promise in the process).
+ * Driven by bench/support/isolated.ts over the IPC channel.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { governedDb, plainDb, select1, select1WithDeadline, type PlainDb } from './dialects.js'
+import { loadGovernor } from './lib.js'
+import { closedLoop } from './load.js'
+import type { SetupKind, WorkerReply, WorkerRequest } from './isolated.js'
+
+let db: PlainDb | undefined
+let op: (() => Promise<unknown>) | undefined
+let sets = 0
+
+async function init(kind: SetupKind, url: string, poolMax: number, timeoutMs: number): Promise<string> {
+  if (kind === 'plain' || kind === 'plain-als') {
+    db = plainDb(url, poolMax)
+    const base = select1(db.db)
+    if (kind === 'plain-als') {
+      // What any AsyncLocalStorage costs on this Node: one store per request, as withQueryContext does.
+      const storage = new AsyncLocalStorage<object>()
+      op = () => storage.run({}, base)
+    } else {
+      op = base
+    }
+    return 'ready'
+  }
+  const { governor, label } = await loadGovernor()
+  const governed = governedDb(governor, url, poolMax, kind === 'governed-no-policy' ? { defaultTimeoutMs: null } : {})
+  governed.dialect.events.on('statementTimeout', () => sets++)
+  db = governed
+  op = kind === 'deadline' ? select1WithDeadline(governor, governed.db, timeoutMs) : select1(governed.db)
+  return label
+}
+
+function reply(message: WorkerReply): void {
+  process.send?.(message)
+}
+
+process.on('message', (message: WorkerRequest) => {
+  const handle = async (): Promise<WorkerReply> => {
+    switch (message.type) {
+      case 'init':
+        return { type: 'ready', label: await init(message.kind, message.url, message.poolMax, message.timeoutMs) }
+      case 'run': {
+        if (!op) throw new Error('not initialised')
+        const before = sets
+        const result = await closedLoop(op, message.concurrency, message.durationMs)
+        return { type: 'result', result, sets: sets - before }
+      }
+      case 'close':
+        await db?.db.destroy()
+        return { type: 'closed', sets }
+    }
+  }
+  handle().then(
+    (answer) => {
+      reply(answer)
+      if (answer.type === 'closed') process.disconnect?.()
+    },
+    (error: unknown) => reply({ type: 'error', message: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
+  )
+})
+
+// The parent went away (it exited or was killed): do not linger with an open pool.
+process.on('disconnect', () => {
+  const timer = setTimeout(() => process.exit(0), 2000)
+  timer.unref()
+  void db?.db.destroy().finally(() => process.exit(0))
+})
