@@ -61,6 +61,11 @@ class Waiter implements HeapEntry, DeadlineWatcher, AbortWatcher {
     this.#resolve()
   }
 
+  fail(error: Error): void {
+    this.#detach()
+    this.#reject(error)
+  }
+
   onDeadline(): void {
     if (!this.#gate.withdraw(this)) return
     this.#detach()
@@ -202,6 +207,14 @@ export class AdmissionGate {
   /** Returns a permit that was never used for a connection (the connect failed). */
   abandon(): void {
     this.release()
+  }
+
+  /** Rejects every waiter with `error`: the pool is going away. */
+  rejectAll(error: Error): void {
+    for (let waiter = this.#queue.pop(); waiter; waiter = this.#queue.pop()) {
+      this.#count(waiter.rank, -1)
+      waiter.fail(error)
+    }
   }
 
   /** Takes a waiter out of the queue; false when it was already granted or gone. */

@@ -381,6 +381,7 @@ export class GovernedDriver implements Driver {
     this.#pool = undefined
     this.#canceller = undefined
     this.#leaks?.stop()
+    this.#gate?.rejectAll(new GovernorError('POOL_CLOSED', 'the dialect was destroyed while the query waited for a connection'))
     await canceller?.end()
     if (pool) await pool.end()
   }

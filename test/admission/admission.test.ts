@@ -187,3 +187,16 @@ async function holdMore(made: GovernedSetup, count: number, total: number): Prom
   await waitFor(`${total} connections in use`, async () => made.dialect.poolStats().used === total)
   return holders
 }
+
+describe('destroy', () => {
+  it('rejects the callers still waiting with POOL_CLOSED', async () => {
+    const made = governed(database, { max: 1 }, { admission: { feasibility: false } })
+    const holders = await hold(made, 1, 0.3)
+    const waiter = run(made, 'critical')
+    await waitFor('the waiter to queue', async () => made.dialect.poolStats().waiting === 1)
+    const destroyed = made.db.destroy()
+    expect(await rejectionOf(waiter)).toMatchObject({ code: 'POOL_CLOSED' })
+    await Promise.allSettled(holders)
+    await destroyed
+  })
+})
