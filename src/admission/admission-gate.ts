@@ -169,6 +169,24 @@ export class AdmissionGate {
   }
 
   /**
+   * The second fast path, for a caller whose criticality is known: takes a
+   * permit when this level is below its threshold, a connection is free for
+   * it and nobody of its level or above waits. No allocation, no timer.
+   */
+  tryAcquireFor(rank: number): boolean {
+    if (
+      this.#inUse < this.#limitFor(rank) &&
+      (this.#inUse + this.#queue.size) / this.#max < (this.#policy.thresholds[rank] as number) &&
+      this.#waitingAtOrAbove(rank) === 0 &&
+      this.#breaker.state === 'closed'
+    ) {
+      this.#inUse++
+      return true
+    }
+    return false
+  }
+
+  /**
    * The slow path: admits at once, refuses with a {@link LoadShedError}, or
    * queues the caller until a permit, its deadline or its abort.
    */

@@ -172,7 +172,7 @@ export class GovernedDriver implements Driver {
     const startedAt = observed ? now() : 0
     let createMs: number | undefined
     let ticket: AdmissionTicket | undefined
-    const admitted = gate.tryAcquire()
+    const admitted = gate.tryAcquire() || (!options?.signal && gate.tryAcquireFor(this.#currentRank()))
     if (admitted && (pool.idleCount ?? 0) > 0 && !options?.signal) {
       // The hot path: a permit and an idle client; no context, no budget, no timer.
       client = await this.#connect(pool, gate)
@@ -207,6 +207,12 @@ export class GovernedDriver implements Driver {
       events.emit('acquire', { waitedMs: connection.checkedOutAt - startedAt, createMs, criticality: ticket?.criticality })
     }
     return connection
+  }
+
+  /** Criticality rank of the calling code: its context's, else its domain policy's, else the default. */
+  #currentRank(): number {
+    const context = currentQueryContext()
+    return criticalityRank(context?.criticality ?? this.#policies.resolve(context?.domain).criticality)
   }
 
   /** A query event for work that never reached a statement: refused, expired or aborted while waiting. */

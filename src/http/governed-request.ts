@@ -479,5 +479,6 @@ export function clientGoneFrom(req: IncomingMessage, res: ServerResponse): boole
  */
 export function governorOutcomeResponse(outcome: GovernorHttpOutcome): Response {
   if (outcome.kind === 'client_gone') return new Response(null, { status: 499 })
-  return new Response(JSON.stringify(outcome.body), { status: outcome.status, headers: outcome.headers })
+  // A fresh headers object: @hono/node-server adds Content-Length to the one it is given.
+  return new Response(JSON.stringify(outcome.body), { status: outcome.status, headers: { ...outcome.headers } })
 }
