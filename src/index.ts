@@ -28,3 +28,39 @@ export type { AdmissionOptions } from './admission/admission-policy.js'
 export { DEFAULT_UTILISATION_THRESHOLDS } from './admission/admission-policy.js'
 export type { CircuitBreakerOptions, CircuitState } from './admission/circuit-breaker.js'
 export type { ShedEvent, LeakEvent } from './telemetry/governor-events.js'
+export { governedHandler, type GovernedHandlerOptions, type GovernedNodeHandler } from './http/node-http.js'
+export {
+  governNodeRequest,
+  governWebRequest,
+  governedRequestOf,
+  resolveGovernedRequestOptions,
+  governorHttpOutcome,
+  governorOutcomeResponse,
+  writeGovernorOutcome,
+  clientGoneFrom,
+  findGovernorError,
+  retryAfterSeconds,
+  type GovernedRequest,
+  type GovernedRequestOptions,
+  type ResolvedGovernedRequestOptions,
+  type ClientGoneEvent,
+  type GovernorErrorBody,
+  type GovernorHttpOutcome,
+} from './http/governed-request.js'
+export {
+  REQUEST_TIMEOUT_HEADER,
+  MAX_REQUEST_TIMEOUT_HEADER_LENGTH,
+  InvalidRequestTimeoutError,
+  parseRequestTimeoutHeader,
+  resolveRequestTimeout,
+  resolveRequestTimeoutOptions,
+  resolveRoutePolicy,
+  type InvalidRequestTimeoutReason,
+  type InvalidTimeoutAction,
+  type RequestTimeoutOptions,
+  type ResolvedRequestTimeoutOptions,
+  type ResolvedRequestTimeout,
+  type RoutePolicyOptions,
+  type ResolvedRoutePolicy,
+} from './http/request-timeout.js'
+export { createMetricsHandler, renderMetrics, metricsResponse, type MetricsRegistry, type MetricsResponse, type MetricsHandlerOptions } from './http/metrics-endpoint.js'

@@ -4,6 +4,7 @@ export type GovernorErrorCode =
   | 'QUERY_CANCELED'
   | 'LOAD_SHED'
   | 'INVALID_OPTION'
+  | 'INVALID_REQUEST_TIMEOUT'
   | 'POOL_CLOSED'
 
 /**

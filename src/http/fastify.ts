@@ -110,7 +110,8 @@ export const fastifyGovernor: FastifyPluginCallback<FastifyGovernorOptions> = Ob
     })
 
     fastify.addHook('onRequest', (request, reply, next) => {
-      const policy = policyFor(request.routeOptions.config?.governor)
+      // A 404 is answered 404, whatever its header says.
+      const policy = request.is404 ? undefined : policyFor(request.routeOptions.config?.governor)
       if (!policy) {
         next()
         return

@@ -56,7 +56,14 @@ export interface GovernedRequestOptions extends RoutePolicyOptions {
   readonly onClientGone?: ((event: ClientGoneEvent) => void) | undefined
 }
 
-/** {@link GovernedRequestOptions} checked once, at setup. */
+/**
+ * {@link GovernedRequestOptions} checked once, at setup.
+ *
+ * @example
+ * ```ts
+ * const checked: ResolvedGovernedRequestOptions = resolveGovernedRequestOptions({ defaultTimeoutMs: 1_000 })
+ * ```
+ */
 export interface ResolvedGovernedRequestOptions extends ResolvedRoutePolicy {
   readonly onClientGone: ((event: ClientGoneEvent) => void) | undefined
 }
@@ -425,7 +432,7 @@ export function governorHttpOutcome(error: unknown, context: { readonly clientGo
 }
 
 function messageTail(message: string): string {
-  // InvalidOptionError's message reads "invalid option <name>: <explanation>".
+  // The message reads "invalid header <name>: <explanation>".
   const colon = message.indexOf(': ')
   return colon === -1 ? message : message.slice(colon + 2)
 }

@@ -21,8 +21,8 @@ import {
  * ```
  */
 export interface HonoGovernorEnv {
-  Variables: {
-    governor: GovernedRequest
+  readonly Variables: {
+    readonly governor: GovernedRequest
   }
 }
 

@@ -1,14 +1,27 @@
 import { assertCriticality, type Criticality } from '../context/criticality.js'
 import { assertDomain, assertTimeoutMs, describe } from '../context/validate.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
+import { GovernorError } from '../errors/governor-error.js'
 
-/** The header an HTTP client states its remaining patience in, lower-cased as Node keys headers. */
+/**
+ * The header an HTTP client states its remaining patience in, lower-cased as Node keys headers.
+ *
+ * @example
+ * ```ts
+ * await fetch(url, { headers: { [REQUEST_TIMEOUT_HEADER]: '800' } })
+ * ```
+ */
 export const REQUEST_TIMEOUT_HEADER = 'x-request-timeout'
 
 /**
  * Longest header value read, in characters (after trimming). Anything longer
  * is invalid (`too_long`) whatever it holds, so a 10 kB value costs nothing
  * and is never parsed into a number.
+ *
+ * @example
+ * ```ts
+ * parseRequestTimeoutHeader('9'.repeat(MAX_REQUEST_TIMEOUT_HEADER_LENGTH + 1)) // throws, reason 'too_long'
+ * ```
  */
 export const MAX_REQUEST_TIMEOUT_HEADER_LENGTH = 64
 
@@ -19,6 +32,11 @@ export const MAX_REQUEST_TIMEOUT_HEADER_LENGTH = 64
  * - `malformed`: not a plain run of ASCII digits (`"abc"`, `"-1"`, `"+5"`, `"1.5"`, `"1e3"`, `"1 0"`);
  * - `zero`: the value is 0 (a client that will wait 0 ms wants no answer);
  * - `too_long`: more than {@link MAX_REQUEST_TIMEOUT_HEADER_LENGTH} characters.
+ *
+ * @example
+ * ```ts
+ * const reason: InvalidRequestTimeoutReason = error.reason // 'malformed' for "1.5"
+ * ```
  */
 export type InvalidRequestTimeoutReason = 'empty' | 'multiple' | 'malformed' | 'zero' | 'too_long'
 
@@ -27,6 +45,11 @@ export type InvalidRequestTimeoutReason = 'empty' | 'multiple' | 'malformed' | '
  * JSON body and runs no handler; `ignore` serves the request with the route's
  * default timeout, as if the header were absent (the request records why in
  * `invalidTimeout`).
+ *
+ * @example
+ * ```ts
+ * const lenient: InvalidTimeoutAction = 'ignore'
+ * ```
  */
 export type InvalidTimeoutAction = 'reject' | 'ignore'
 
@@ -44,7 +67,7 @@ export type InvalidTimeoutAction = 'reject' | 'ignore'
  * }
  * ```
  */
-export class InvalidRequestTimeoutError extends InvalidOptionError {
+export class InvalidRequestTimeoutError extends GovernorError {
   readonly reason: InvalidRequestTimeoutReason
   /** The header's name, lower-case. */
   readonly header: string
@@ -55,7 +78,7 @@ export class InvalidRequestTimeoutError extends InvalidOptionError {
   readonly expose = true
 
   constructor(details: { readonly reason: InvalidRequestTimeoutReason; readonly header: string; readonly value: string | readonly string[] }) {
-    super(details.header, explain(details.reason, details.value))
+    super('INVALID_REQUEST_TIMEOUT', `invalid header ${details.header}: ${explain(details.reason, details.value)}`)
     this.reason = details.reason
     this.header = details.header
     this.value = details.value
@@ -154,7 +177,14 @@ export interface RequestTimeoutOptions {
   readonly header?: string | undefined
 }
 
-/** {@link RequestTimeoutOptions} checked, with every default filled in. */
+/**
+ * {@link RequestTimeoutOptions} checked, with every default filled in.
+ *
+ * @example
+ * ```ts
+ * const resolved: ResolvedRequestTimeoutOptions = resolveRequestTimeoutOptions({ defaultTimeoutMs: 1_000 })
+ * ```
+ */
 export interface ResolvedRequestTimeoutOptions {
   readonly defaultTimeoutMs: number
   readonly maxTimeoutMs: number
@@ -269,7 +299,14 @@ export interface RoutePolicyOptions extends RequestTimeoutOptions {
   readonly domain?: string | undefined
 }
 
-/** {@link RoutePolicyOptions} checked, with every default filled in. */
+/**
+ * {@link RoutePolicyOptions} checked, with every default filled in.
+ *
+ * @example
+ * ```ts
+ * const policy: ResolvedRoutePolicy = resolveRoutePolicy({ defaultTimeoutMs: 800, criticality: 'critical' })
+ * ```
+ */
 export interface ResolvedRoutePolicy extends ResolvedRequestTimeoutOptions {
   readonly criticality: Criticality | undefined
   readonly domain: string | undefined
