@@ -2,7 +2,7 @@ import Cursor from 'pg-cursor'
 import { sql } from 'kysely'
 import { afterAll, describe, expect, it } from 'vitest'
 import { DeadlineExceededError, QueryCanceledError, withQueryContext, type CancelEvent } from '../../src/index.js'
-import { activeWithTag, backend, governed, rejectionOf, waitFor } from '../support/governed.js'
+import { backend, expectBackendIdle, governed, pidOfRunning, rejectionOf, waitFor } from '../support/governed.js'
 import { useTestDatabase } from '../support/test-database.js'
 
 const database = useTestDatabase()
@@ -13,21 +13,7 @@ dialect.events.on('cancel', (event) => cancels.push(event))
 
 afterAll(() => db.destroy())
 
-async function pidOfRunning(tag: string): Promise<number> {
-  const pids = await waitFor(`a backend running ${tag}`, async () => {
-    const found = await activeWithTag(database, tag)
-    return found.length > 0 && found
-  })
-  expect(pids).toHaveLength(1)
-  return pids[0] as number
-}
 
-async function expectBackendIdle(pid: number): Promise<void> {
-  await waitFor(`backend ${pid} to stop`, async () => {
-    const row = await backend(database, pid)
-    return !row || row.state !== 'active'
-  }, 2_000)
-}
 
 async function expectPoolAtRest(): Promise<void> {
   await waitFor('the pool to return to rest', async () => {
@@ -41,7 +27,7 @@ describe('invariant 1: a query whose deadline passes', () => {
     const tag = 'inv1_deadline'
     const started = performance.now()
     const pending = withQueryContext({ timeoutMs: 300 }, () => sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(db))
-    const pid = await pidOfRunning(tag)
+    const pid = await pidOfRunning(database, tag)
     const error = await rejectionOf(pending)
     const elapsed = performance.now() - started
     expect(error).toBeInstanceOf(DeadlineExceededError)
@@ -52,7 +38,7 @@ describe('invariant 1: a query whose deadline passes', () => {
     expect(elapsed).toBeGreaterThanOrEqual(299)
     // Not a timing claim: the statement sleeps 30 s, so anything near the budget proves the deadline fired.
     expect(elapsed).toBeLessThan(5_000)
-    await expectBackendIdle(pid)
+    await expectBackendIdle(database, pid)
     await expectPoolAtRest()
   })
 
@@ -122,13 +108,13 @@ describe('abort at each stage', () => {
     const tag = 'stage_running'
     const controller = new AbortController()
     const pending = withQueryContext({ signal: controller.signal }, () => sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(db))
-    const pid = await pidOfRunning(tag)
+    const pid = await pidOfRunning(database, tag)
     cancels.length = 0
     controller.abort(new Error('user navigated away'))
     const error = await rejectionOf(pending)
     expect(error).toBeInstanceOf(QueryCanceledError)
     expect(error.phase).toBe('running')
-    await expectBackendIdle(pid)
+    await expectBackendIdle(database, pid)
     await waitFor('the cancel event', async () => cancels.length === 1)
     expect(cancels[0]).toMatchObject({ pid, reason: 'abort', destroyed: false, outcome: { method: 'backend', confirmed: true } })
     await expectPoolAtRest()
@@ -147,11 +133,11 @@ describe('abort at each stage', () => {
         await sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(trx)
       }),
     )
-    const pid = await pidOfRunning(tag)
+    const pid = await pidOfRunning(database, tag)
     controller.abort()
     const error = await rejectionOf(pending)
     expect(error).toBeInstanceOf(QueryCanceledError)
-    await expectBackendIdle(pid)
+    await expectBackendIdle(database, pid)
     await expectPoolAtRest()
     const rows = await database.admin('select * from tx_abort')
     expect(rows).toEqual([])
@@ -172,11 +158,11 @@ describe('abort at each stage', () => {
       }
       return rows
     })
-    const pid = await pidOfRunning(tag)
+    const pid = await pidOfRunning(database, tag)
     controller.abort(new Error('stop streaming'))
     const error = await rejectionOf(streamed)
     expect(error).toBeInstanceOf(QueryCanceledError)
-    await expectBackendIdle(pid)
+    await expectBackendIdle(database, pid)
     await expectPoolAtRest()
   })
 })
@@ -187,11 +173,11 @@ describe("Kysely's own execute({ signal, inflightQueryAbortStrategy })", () => {
     const controller = new AbortController()
     cancels.length = 0
     const pending = sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(db, { signal: controller.signal, inflightQueryAbortStrategy: 'cancel query' })
-    const pid = await pidOfRunning(tag)
+    const pid = await pidOfRunning(database, tag)
     controller.abort(new Error('kysely abort'))
     const error = await rejectionOf(pending)
     expect(error.message).toBe('kysely abort')
-    await expectBackendIdle(pid)
+    await expectBackendIdle(database, pid)
     await waitFor('the cancel event', async () => cancels.length === 1)
     expect(cancels[0]).toMatchObject({ pid, reason: 'kysely', outcome: { method: 'backend', confirmed: true }, destroyed: false })
     await expectPoolAtRest()
@@ -201,7 +187,7 @@ describe("Kysely's own execute({ signal, inflightQueryAbortStrategy })", () => {
     const tag = 'kysely_kill'
     const controller = new AbortController()
     const pending = sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(db, { signal: controller.signal, inflightQueryAbortStrategy: 'kill session' })
-    const pid = await pidOfRunning(tag)
+    const pid = await pidOfRunning(database, tag)
     controller.abort()
     await rejectionOf(pending)
     await waitFor(`backend ${pid} to be gone`, async () => !(await backend(database, pid)))

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { currentQueryContext, withQueryContext, type CancelEvent, type QueryEvent } from '../../src/index.js'
 import type { ClientGoneEvent, GovernedRequest, GovernedRequestOptions } from '../../src/http/governed-request.js'
 import type { MetricsRegistry } from '../../src/http/metrics-endpoint.js'
-import { activeWithTag, backend, governed, waitFor, type GovernedSetup } from '../support/governed.js'
+import { activeWithTag, expectBackendIdle, governed, pidOfRunning, waitFor, type GovernedSetup } from '../support/governed.js'
 import { useTestDatabase, type TestDatabase } from '../support/test-database.js'
 
 /**
@@ -198,25 +198,7 @@ export function describeAdapter(name: string, start: (kit: AdapterKit) => Promis
     await setup.db.destroy()
   })
 
-  async function pidOfRunning(tag: string): Promise<number> {
-    const pids = await waitFor(`a backend running ${tag}`, async () => {
-      const found = await activeWithTag(database, tag)
-      return found.length > 0 && found
-    })
-    expect(pids).toHaveLength(1)
-    return pids[0] as number
-  }
 
-  async function expectBackendIdle(pid: number): Promise<void> {
-    await waitFor(
-      `backend ${pid} to stop`,
-      async () => {
-        const row = await backend(database, pid)
-        return !row || row.state !== 'active'
-      },
-      2_000,
-    )
-  }
 
   async function expectPoolAtRest(): Promise<void> {
     await waitFor('the pool to return to rest', async () => {
@@ -243,7 +225,7 @@ export function describeAdapter(name: string, start: (kit: AdapterKit) => Promis
       expect(event.budgetMs).toBeGreaterThan(100)
       expect(event.budgetMs).toBeLessThanOrEqual(200)
       expect(typeof event.pid).toBe('number')
-      await expectBackendIdle(event.pid as number)
+      await expectBackendIdle(database, event.pid as number)
       expect(await activeWithTag(database, tag)).toEqual([])
       await expectPoolAtRest()
     })
@@ -255,12 +237,12 @@ export function describeAdapter(name: string, start: (kit: AdapterKit) => Promis
       const controller = new AbortController()
       const pending = fetch(`${harness.url}/sleep?tag=${tag}`, { headers: { 'x-request-timeout': '20000' }, signal: controller.signal })
       pending.catch(() => {})
-      const pid = await pidOfRunning(tag)
+      const pid = await pidOfRunning(database, tag)
       clientGone.length = 0
       cancels.length = 0
       controller.abort()
       await expect(pending).rejects.toThrow()
-      await expectBackendIdle(pid)
+      await expectBackendIdle(database, pid)
       await waitFor('the cancel event', async () => cancels.some((event) => event.pid === pid && event.reason === 'abort'))
       await waitFor('the 499 report', async () => clientGone.length === 1)
       expect(clientGone[0]).toMatchObject({ status: 499, method: 'GET', timeoutMs: 20_000, criticality: 'critical' })

@@ -1,6 +1,7 @@
 import { Kysely } from 'kysely'
 import type pg from 'pg'
 import { GovernedPostgresDialect, type GovernedPostgresDialectConfig } from '../../src/index.js'
+import { expect } from 'vitest'
 import type { TestDatabase } from './test-database.js'
 
 /** A Kysely instance on a governed dialect with a pool of its own. */
@@ -58,4 +59,26 @@ export async function activeWithTag(database: TestDatabase, tag: string): Promis
     [tag],
   )
   return rows.map((row) => row.pid)
+}
+
+/** The pid of the one backend running a statement tagged `tag`, once it runs. */
+export async function pidOfRunning(database: TestDatabase, tag: string): Promise<number> {
+  const pids = await waitFor(`a backend running ${tag}`, async () => {
+    const found = await activeWithTag(database, tag)
+    return found.length > 0 && found
+  })
+  expect(pids).toHaveLength(1)
+  return pids[0] as number
+}
+
+/** Waits until backend `pid` is no longer running a statement (or is gone). */
+export async function expectBackendIdle(database: TestDatabase, pid: number, timeoutMs = 2_000): Promise<void> {
+  await waitFor(
+    `backend ${pid} to stop`,
+    async () => {
+      const row = await backend(database, pid)
+      return !row || row.state !== 'active'
+    },
+    timeoutMs,
+  )
 }
