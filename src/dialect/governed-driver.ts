@@ -27,6 +27,7 @@ import type { PgClientConstructor, PgPool, PgPoolClient } from '../connection/pg
 import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.js'
 import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
 import { GovernorError } from '../errors/governor-error.js'
+import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { QueryCanceledError } from '../errors/query-canceled-error.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
 import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-config.js'
@@ -141,7 +142,7 @@ export class GovernedDriver implements Driver {
     resolved.on?.('error', (error) => this.#events.emit('poolError', error))
     const Client = (this.#config.controlClient ?? resolved.Client) as PgClientConstructor | undefined
     if (!Client) {
-      throw new GovernorError('INVALID_OPTION', 'the pool has no `Client` constructor; pass `controlClient` (pg.Client) in the dialect config')
+      throw new InvalidOptionError('controlClient', 'is required when the pool has no `Client` constructor: pass pg.Client')
     }
     const probe = new Client({ ...resolved.options })
     this.#canceller = new Canceller({
