@@ -85,6 +85,11 @@ describe('Prometheus metrics after a scripted workload', () => {
     expect(await histogramCount(METRIC_NAMES.useTime, orders)).toBe(10)
     expect(await histogramCount(METRIC_NAMES.cancelDuration, { ...orders, method: 'backend' })).toBe(2)
     expect(await histogramCount(METRIC_NAMES.createTime, orders)).toBe(pool.totalCount)
+    // The text exposition Prometheus scrapes says the same.
+    const text = await registry.metrics()
+    expect(text).toContain(`${METRIC_NAMES.operationDuration}_count{pool_name="orders"} 10`)
+    expect(text).toContain(`${METRIC_NAMES.operationDuration}_bucket{le="+Inf",pool_name="orders"} 10`)
+    expect(text).toContain(`${METRIC_NAMES.queries}{pool_name="orders",outcome="ok",criticality="critical",domain="payment"} 5`)
 
     // Gauges are computed at scrape time from the pool itself.
     expect(await value(METRIC_NAMES.connectionCount, { ...orders, state: 'idle' })).toBe(pool.idleCount)
