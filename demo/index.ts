@@ -1,290 +1,168 @@
 /**
- * `npm run demo`: a tour of pg-governor against a real PostgreSQL.
+ * `npm run demo`: pg-governor under a real overload, next to plain Kysely.
  *
- * Starts a server the way the tests do (PG_TEST_URL, else testcontainers when a
- * Docker engine answers, else an embedded PostgreSQL 18), loads
- * sql/demo-schema.sql into a fresh database, runs a few ordinary queries
- * through GovernedPostgresDialect, then shows governance at work:
+ *   1. Starts a PostgreSQL (PG_TEST_URL, else testcontainers, else an embedded
+ *      PostgreSQL 18) and loads sql/demo-schema.sql into a fresh database.
+ *   2. Serves an HTTP API on 127.0.0.1 with node:http and pg-governor's
+ *      governedHandler: GET /orders/:id (critical, domain checkout),
+ *      GET /report (sheddable, domain report) and GET /metrics (prom-client).
+ *   3. Sends it open-loop traffic with fetch: 15 % critical, X-Request-Timeout
+ *      on every request, a few clients that abort early. Halfway through, the
+ *      database gets slow (demo_settings): the pool cannot keep up any more.
+ *      A live view shows the pool, the outcomes per criticality and the zombie
+ *      backends (queries still running for a client that has gone).
+ *   4. Sends the very same traffic to the same routes written the usual way:
+ *      Kysely's PostgresDialect and plain handlers.
+ *   5. Prints both side by side, and a line of /metrics; stops everything.
  *
- *   1. a 200 ms deadline against `pg_sleep(2)` -> DeadlineExceededError, and the
- *      backend is idle again (pg_stat_activity);
- *   2. an AbortController aborted mid-query -> QueryCanceledError;
- *   3. a wait for a connection bounded by the deadline -> DeadlineExceededError
- *      in phase 'waiting'.
- *
- * Everything is torn down at the end; the process exits by itself.
+ * DEMO_SECONDS (default 50) is the load of both runs together; the demo takes
+ * about ten seconds more. DEMO_RATE (default 60) is the request rate.
  */
-import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
-import { Kysely, sql, type Generated } from 'kysely'
 import pg from 'pg'
-import Cursor from 'pg-cursor'
-import {
-  DeadlineExceededError,
-  GovernedPostgresDialect,
-  GovernorError,
-  QueryCanceledError,
-  withQueryContext,
-  type CancelEvent,
-  type GovernorEvents,
-} from '../src/index.js'
-import { startTestServer, type TestServer } from '../test/support/test-server.js'
-
-interface Database {
-  customers: { id: Generated<string>; email: string; name: string; tier: Generated<string>; created_at: Generated<Date> }
-  orders: { id: Generated<string>; customer_id: string; status: Generated<string>; total_cents: number; placed_at: Generated<Date> }
-  order_lines: { order_id: string; line_no: number; sku: string; quantity: number; price_cents: number }
-  daily_sales: { day: Date; orders: number; revenue_cents: string; refreshed_at: Generated<Date> }
-}
-
-interface Scenario {
-  readonly name: string
-  readonly expected: string
-  got: string
-  elapsedMs: number
-  ok: boolean
-}
+import { DEFAULT_UTILISATION_THRESHOLDS } from '../src/index.js'
+import { DEMO_SECONDS, CLIENT_ABORT_SHARE, CRITICAL_SHARE, POOL_MAX, RATE_PER_SECOND, RUN_SECONDS, ROUTES } from './config.js'
+import { describeSlowness, setSlowness } from './database.js'
+import { bold, dim, heading, ms } from './format.js'
+import { startGovernedService, type GovernedService } from './governed-service.js'
+import { planLoad } from './load-plan.js'
+import { sampleMetrics } from './metrics-sample.js'
+import { startPlainService } from './plain-service.js'
+import { createDemoDatabase, startPostgres, type DemoDatabase, type PostgresServer } from './postgres-server.js'
+import { runLoad, type RunResult } from './run-load.js'
+import { printSummary, printTakeaways } from './summary.js'
+import { waitForNoDemoQueries } from './zombie-sampler.js'
 
 /** If anything hangs, fail loudly instead of sitting there. */
-const WATCHDOG_MS = 90_000
+const WATCHDOG_MS = (DEMO_SECONDS + 90) * 1000
 const watchdog = setTimeout(() => {
   console.error(`\ndemo: still running after ${WATCHDOG_MS / 1000} s; giving up`)
   process.exit(2)
 }, WATCHDOG_MS)
 watchdog.unref()
 
-const schemaFile = fileURLToPath(new URL('../sql/demo-schema.sql', import.meta.url))
-const scenarios: Scenario[] = []
 const t0 = performance.now()
-
-function heading(text: string): void {
-  console.log(`\n── ${text} ${'─'.repeat(Math.max(0, 72 - text.length))}`)
-}
-
-function ms(value: number): string {
-  return `${value.toFixed(1)} ms`
-}
-
-function euros(cents: number | string): string {
-  return `€${(Number(cents) / 100).toFixed(2)}`
-}
-
-/** The next `cancel` event of the dialect: it fires once the query and the cancel have both settled. */
-function nextCancel(events: GovernorEvents): Promise<CancelEvent> {
-  return new Promise((resolve) => {
-    const off = events.on('cancel', (event) => {
-      off()
-      resolve(event)
-    })
-  })
-}
+const problems: string[] = []
 
 async function main(): Promise<void> {
+  console.log(bold('pg-governor demo: one service, an overload, and the same load against plain Kysely'))
+  console.log(dim(`${DEMO_SECONDS} s of load in all (DEMO_SECONDS); about ${Math.round(DEMO_SECONDS + 10)} s with setup and teardown`))
+
   heading('Starting PostgreSQL')
   let started = performance.now()
-  const server: TestServer = await startTestServer()
-  const databaseName = `pg_governor_demo_${randomBytes(4).toString('hex')}`
-  const admin = new pg.Client({ connectionString: server.url, application_name: 'pg-governor demo admin' })
-  let db: Kysely<Database> | undefined
-  let databaseCreated = false
+  let server: PostgresServer | undefined
+  let database: DemoDatabase | undefined
+  let governed: GovernedService | undefined
+  // Two connections of the demo's own: one changes demo_settings, the other samples pg_stat_activity.
+  let clients: { admin: pg.Client; monitor: pg.Client } | undefined
   try {
-    await admin.connect()
-    const version = (await admin.query<{ server_version: string }>('show server_version')).rows[0]?.server_version
-    console.log(`PostgreSQL ${version} from ${server.source}, ready in ${ms(performance.now() - started)}`)
-
-    await admin.query(`create database ${databaseName}`)
-    databaseCreated = true
-    const url = new URL(server.url)
-    url.pathname = `/${databaseName}`
-
-    heading('Loading sql/demo-schema.sql')
+    server = await startPostgres()
+    console.log(`PostgreSQL ${server.version} (${server.source}), ready in ${ms(performance.now() - started)}`)
     started = performance.now()
-    const loader = new pg.Client({ connectionString: url.toString() })
-    await loader.connect()
-    await loader.query(readFileSync(schemaFile, 'utf8'))
-    await loader.end()
-    console.log(`database ${databaseName}: customers, orders, order_lines, daily_sales (${ms(performance.now() - started)})`)
+    database = await createDemoDatabase(server.url)
+    console.log(`database ${database.name}: sql/demo-schema.sql loaded in ${ms(performance.now() - started)}`)
+    const adminClient = new pg.Client({ connectionString: database.url, application_name: 'pg-governor demo admin' })
+    const monitorClient = new pg.Client({ connectionString: database.url, application_name: 'pg-governor demo monitor' })
+    clients = { admin: adminClient, monitor: monitorClient }
+    await Promise.all([adminClient.connect(), monitorClient.connect()])
+    const ctx = { admin: adminClient, monitor: monitorClient, databaseName: database.name }
 
-    // The only change from Kysely's PostgresDialect: the class name (and the governance options).
-    const dialect = new GovernedPostgresDialect({
-      pool: new pg.Pool({ connectionString: url.toString(), max: 4, application_name: 'pg-governor demo' }),
-      cursor: Cursor,
-      defaultTimeoutMs: 5_000,
-    })
-    const statementTimeouts: string[] = []
-    dialect.events.on('statementTimeout', (event) => statementTimeouts.push(`pid ${event.pid}: ${event.valueMs}${event.local ? ' (local)' : ''}`))
-    db = new Kysely<Database>({ dialect })
-
-    heading('Ordinary queries through GovernedPostgresDialect')
-    const top = await db
-      .selectFrom('orders')
-      .innerJoin('customers', 'customers.id', 'orders.customer_id')
-      .select(['customers.name', 'customers.tier'])
-      .select((eb) => [eb.fn.sum<string>('orders.total_cents').as('revenue'), eb.fn.countAll<string>().as('orders')])
-      .where('orders.status', '<>', 'cancelled')
-      .groupBy(['customers.name', 'customers.tier'])
-      .orderBy('revenue', 'desc')
-      .limit(3)
-      .execute()
-    console.log('Top customers by revenue:')
-    for (const row of top) console.log(`  ${row.name.padEnd(12)} ${row.tier.padEnd(9)} ${row.orders.padStart(3)} orders  ${euros(row.revenue)}`)
-
-    const byStatus = await withQueryContext({ timeoutMs: 800, criticality: 'critical', domain: 'checkout' }, () =>
-      db!.selectFrom('orders').select(['status', (eb) => eb.fn.countAll<string>().as('n')]).groupBy('status').orderBy('status').execute(),
+    const plan = planLoad(RUN_SECONDS)
+    heading('The service and the load')
+    governed = await startGovernedService(database.url)
+    console.log(`HTTP service on ${governed.url} (node:http + governedHandler, GovernedPostgresDialect, pool max ${POOL_MAX})`)
+    console.log(`  GET /orders/:id  criticality critical,  domain ${ROUTES.critical.domain}`)
+    console.log(`  GET /report      criticality sheddable, domain ${ROUTES.sheddable.domain}`)
+    console.log(`  GET /metrics     prom-client Registry via registerPrometheusMetrics(dialect, { registry, poolName: 'demo' })`)
+    console.log(
+      `  admission: default thresholds, sheddable refused from utilisation ${DEFAULT_UTILISATION_THRESHOLDS.sheddable}, ` +
+        'critical only when its deadline cannot be met',
     )
-    console.log(`Orders by status (inside withQueryContext, 800 ms budget): ${byStatus.map((r) => `${r.status}=${r.n}`).join(', ')}`)
+    console.log(
+      `Load per run: ${plan.requests.length} requests in ${RUN_SECONDS} s, open loop at ~${RATE_PER_SECOND}/s, ` +
+        `${Math.round(CRITICAL_SHARE * 100)} % critical, ${Math.round(CLIENT_ABORT_SHARE * 100)} % aborted early by their client`,
+    )
+    console.log(`  X-Request-Timeout ${ROUTES.critical.timeoutMs} ms on /orders, ${ROUTES.sheddable.timeoutMs} ms on /report; clients give up a little after it`)
+    console.log(`  normal phase: ${describeSlowness('normal')}`)
+    console.log(`  slow phase from ${RUN_SECONDS / 2} s: ${describeSlowness('slow')}`)
 
-    let streamed = 0
-    let best = { day: '', revenue: 0 }
-    for await (const row of db.selectFrom('daily_sales').select(['day', 'revenue_cents']).orderBy('day').stream(16)) {
-      streamed++
-      if (Number(row.revenue_cents) > best.revenue) best = { day: row.day.toISOString().slice(0, 10), revenue: Number(row.revenue_cents) }
-    }
-    console.log(`Streamed ${streamed} daily_sales rows with pg-cursor; best day ${best.day} (${euros(best.revenue)})`)
+    heading('Run 1 of 2: pg-governor')
+    const governedRun = await runLoad(governed, { ...ctx, plan, title: 'run 1/2 · pg-governor · GovernedPostgresDialect + governedHandler' })
+    const leftGoverned = await waitForNoDemoQueries(monitorClient, database.name, 5_000)
+    if (leftGoverned > 0) problems.push(`${leftGoverned} governed queries still running 5 s after the load ended`)
 
-    const orderId = await db.transaction().execute(async (trx) => {
-      const customer = await trx.selectFrom('customers').select('id').where('email', '=', 'customer7@example.com').executeTakeFirstOrThrow()
-      const order = await trx
-        .insertInto('orders')
-        .values({ customer_id: customer.id, total_cents: 4_990 })
-        .returning('id')
-        .executeTakeFirstOrThrow()
-      await trx.insertInto('order_lines').values({ order_id: order.id, line_no: 1, sku: 'SKU-DEMO', quantity: 1, price_cents: 4_990 }).execute()
-      return order.id
-    })
-    console.log(`Placed order ${orderId} in a transaction`)
-    console.log(`statement_timeout SETs so far (one per ladder step change, per connection): ${statementTimeouts.join('; ') || 'none'}`)
-
-    // ── 1. Deadline ────────────────────────────────────────────────────────
-    heading('1. A 200 ms deadline against select pg_sleep(2)')
-    statementTimeouts.length = 0
-    {
-      const cancelled = nextCancel(dialect.events)
-      started = performance.now()
-      const error = await withQueryContext({ timeoutMs: 200 }, () => sql`select pg_sleep(2)`.execute(db!)).then(
-        () => undefined,
-        (e: unknown) => e,
-      )
-      const elapsed = performance.now() - started
-      const ok = error instanceof DeadlineExceededError
-      if (error instanceof DeadlineExceededError) {
-        console.log(`${error.name}: ${error.message}`)
-        console.log(`  code=${error.code} phase=${error.phase} budgetMs=${error.budgetMs.toFixed(1)} waitedMs=${error.waitedMs.toFixed(1)} ranMs=${error.ranMs.toFixed(1)}`)
-        console.log(`  caller got the error after ${ms(elapsed)} (pg_sleep(2) would have taken 2000 ms)`)
-      } else {
-        console.log(`unexpected outcome: ${String(error)}`)
+    heading('Run 2 of 2: the same load, plain Kysely')
+    const plain = await startPlainService(database.url)
+    console.log(`HTTP service on ${plain.url} (node:http, Kysely PostgresDialect, pool max ${POOL_MAX}, no deadline, no signal)`)
+    let plainRun: RunResult
+    try {
+      plainRun = await runLoad(plain, { ...ctx, plan, title: 'run 2/2 · plain Kysely · PostgresDialect + plain handlers' })
+      if (plainRun.queuedAtEnd > 0) {
+        // Nobody waits for these any more; make the database fast again so they drain quickly.
+        started = performance.now()
+        await setSlowness(adminClient, 'normal')
+        const drained = await plain.drained(20_000)
+        console.log(
+          dim(
+            `When the last client was done, ${plainRun.queuedAtEnd} requests were still queued in pg-pool for nobody; ` +
+              `${drained ? `with the database fast again they drained in ${ms(performance.now() - started)}` : 'they did not drain in 20 s'}.`,
+          ),
+        )
       }
-      console.log(`  statement_timeout sent to the server as a backstop: ${statementTimeouts.join('; ') || 'unchanged'}`)
-      const cancel = await cancelled
-      console.log(
-        `  server-side cancel: method=${cancel.outcome?.method} confirmed=${cancel.outcome?.confirmed} ` +
-          `in ${ms(cancel.outcome?.durationMs ?? NaN)}, connection ${cancel.destroyed ? 'destroyed' : 'kept'} (pid ${cancel.pid})`,
-      )
-      const { rows } = await admin.query<{ pid: number; state: string; query: string }>(
-        `select pid, state, query from pg_stat_activity where datname = $1 and pid = $2`,
-        [databaseName, cancel.pid],
-      )
-      const activity = rows[0]
-      console.log(`  pg_stat_activity for pid ${cancel.pid}: state=${activity?.state ?? '(gone)'} last query=${JSON.stringify(activity?.query)}`)
-      const sleeping = await admin.query<{ n: number }>(
-        `select count(*)::int as n from pg_stat_activity where datname = $1 and state = 'active' and query like 'select pg_sleep%'`,
-        [databaseName],
-      )
-      console.log(`  backends still running pg_sleep: ${sleeping.rows[0]?.n}`)
-      const next = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(db)
-      console.log(`  next query ran fine on pid ${next.rows[0]?.pid}${next.rows[0]?.pid === cancel.pid ? ' (the cancelled connection, reused clean)' : ''}`)
-      scenarios.push({
-        name: 'deadline 200 ms vs pg_sleep(2)',
-        expected: 'DEADLINE_EXCEEDED, backend idle',
-        got: `${error instanceof GovernorError ? error.code : String(error)}, backend ${activity?.state ?? 'gone'}`,
-        elapsedMs: elapsed,
-        ok: ok && activity?.state !== 'active' && sleeping.rows[0]?.n === 0,
-      })
+    } finally {
+      await plain.close()
     }
 
-    // ── 2. Abort ───────────────────────────────────────────────────────────
-    heading('2. An AbortController aborted 300 ms into select pg_sleep(2)')
-    {
-      const controller = new AbortController()
-      const cancelled = nextCancel(dialect.events)
-      setTimeout(() => controller.abort(new Error('client went away')), 300)
-      started = performance.now()
-      const error = await withQueryContext({ signal: controller.signal }, () => sql`select pg_sleep(2)`.execute(db!)).then(
-        () => undefined,
-        (e: unknown) => e,
-      )
-      const elapsed = performance.now() - started
-      if (error instanceof QueryCanceledError) {
-        console.log(`${error.name}: ${error.message}`)
-        console.log(`  code=${error.code} phase=${error.phase} waitedMs=${error.waitedMs.toFixed(1)} ranMs=${error.ranMs.toFixed(1)} reason=${JSON.stringify(String(error.reason))}`)
-      } else {
-        console.log(`unexpected outcome: ${String(error)}`)
-      }
-      const cancel = await cancelled
-      const { rows } = await admin.query<{ state: string }>(`select state from pg_stat_activity where pid = $1`, [cancel.pid])
-      console.log(`  server-side cancel: method=${cancel.outcome?.method} confirmed=${cancel.outcome?.confirmed}; pid ${cancel.pid} is now ${rows[0]?.state ?? 'gone'}`)
-      scenarios.push({
-        name: 'abort after 300 ms',
-        expected: 'QUERY_CANCELED, backend idle',
-        got: `${error instanceof GovernorError ? error.code : String(error)}, backend ${rows[0]?.state ?? 'gone'}`,
-        elapsedMs: elapsed,
-        ok: error instanceof QueryCanceledError && rows[0]?.state !== 'active',
-      })
-    }
+    heading('Side by side: the same load')
+    printSummary([governedRun, plainRun])
+    console.log()
+    printTakeaways(governedRun, plainRun)
+    checkRuns(governedRun, plainRun)
 
-    // ── 3. Bounded wait for a connection ───────────────────────────────────
-    heading('3. Pool exhausted: a 150 ms request does not queue forever')
-    {
-      // Four slow queries take all four connections of the pool.
-      const hogs = Array.from({ length: 4 }, () => withQueryContext({ timeoutMs: 3_000 }, () => sql`select pg_sleep(0.8)`.execute(db!)))
-      await new Promise((resolve) => setTimeout(resolve, 100))
-      started = performance.now()
-      const error = await withQueryContext({ timeoutMs: 150 }, () => sql`select 1`.execute(db!)).then(
-        () => undefined,
-        (e: unknown) => e,
-      )
-      const elapsed = performance.now() - started
-      if (error instanceof DeadlineExceededError) {
-        console.log(`${error.name}: ${error.message}`)
-        console.log(`  code=${error.code} phase=${error.phase} waitedMs=${error.waitedMs.toFixed(1)}; it left the queue at its deadline`)
-      } else if (error instanceof GovernorError && error.code === 'LOAD_SHED') {
-        // Admission predicted that the wait could not fit the budget and refused at once.
-        const { reason, retryAfterMs } = error as GovernorError & { reason?: string; retryAfterMs?: number }
-        console.log(`${error.name}: ${error.message}`)
-        console.log(`  code=${error.code} reason=${reason} retryAfterMs=${retryAfterMs}; refused up front instead of queueing`)
-      } else {
-        console.log(`unexpected outcome: ${String(error)}`)
-      }
-      await Promise.all(hogs)
-      console.log('  the four slow queries finished normally; the pool is free again')
-      scenarios.push({
-        name: 'wait for a connection, 150 ms budget',
-        expected: 'DEADLINE_EXCEEDED (waiting) or LOAD_SHED',
-        got: error instanceof DeadlineExceededError ? `${error.code} (${error.phase})` : error instanceof GovernorError ? error.code : String(error),
-        elapsedMs: elapsed,
-        ok: (error instanceof DeadlineExceededError && error.phase === 'waiting') || (error instanceof GovernorError && error.code === 'LOAD_SHED'),
-      })
-    }
+    heading('/metrics')
+    const metrics = await sampleMetrics(governed.metricsUrl)
+    console.log(`GET ${governed.metricsUrl} -> ${metrics.status} (${metrics.contentType}), ${metrics.series} series; for example:`)
+    console.log(`  ${metrics.line ?? '(no pg_governor series found)'}`)
+    if (metrics.status !== 200 || metrics.line === undefined) problems.push(`/metrics answered ${metrics.status} without pg_governor series`)
   } finally {
-    heading('Summary')
-    for (const s of scenarios) {
-      console.log(`${s.ok ? 'ok  ' : 'FAIL'} ${s.name.padEnd(38)} ${ms(s.elapsedMs).padStart(10)}  ${s.got}${s.ok ? '' : ` (expected ${s.expected})`}`)
-    }
     started = performance.now()
-    await db?.destroy().catch((error: unknown) => console.error('demo: destroying Kysely failed:', error))
-    if (databaseCreated) await admin.query(`drop database if exists ${databaseName} with (force)`).catch(() => {})
-    await admin.end().catch(() => {})
-    await server.stop()
-    console.log(`\nServer stopped in ${ms(performance.now() - started)}; demo took ${ms(performance.now() - t0)} in all.`)
-  }
-  if (scenarios.length < 3 || scenarios.some((s) => !s.ok)) {
-    process.exitCode = 1
-    console.error('demo: some scenarios did not behave as expected')
+    await governed?.close().catch((error: unknown) => console.error('demo: closing the governed service failed:', error))
+    if (clients) await Promise.all([clients.admin.end(), clients.monitor.end()]).catch(() => {})
+    await database?.drop().catch((error: unknown) => console.error('demo: dropping the database failed:', error))
+    await server?.stop()
+    console.log(`\nService and PostgreSQL stopped in ${ms(performance.now() - started)}; the demo took ${ms(performance.now() - t0)}.`)
   }
 }
 
-main().catch((error: unknown) => {
-  console.error('demo failed:', error)
-  process.exitCode = 1
-})
+/** Hard failures only: what the numbers look like depends on the machine, but these must hold anywhere. */
+function checkRuns(governed: RunResult, plain: RunResult): void {
+  // The normal phase is well under capacity: both setups must serve it.
+  for (const run of [governed, plain]) {
+    for (const criticality of ['critical', 'sheddable'] as const) {
+      const normal = run.requests.filter((r) => r.planned.criticality === criticality && r.planned.phase === 'normal')
+      if (normal.length > 0 && !normal.some((r) => r.outcome === 'ok')) {
+        problems.push(`${run.service}: none of the ${normal.length} ${criticality} requests of the normal phase succeeded`)
+      }
+    }
+  }
+  const errors = governed.requests.filter((r) => r.outcome === 'other')
+  if (errors.length > 0) {
+    const examples = [...new Set(errors.map((r) => r.error ?? `HTTP ${r.status}`))].slice(0, 3).join('; ')
+    problems.push(`${governed.service}: ${errors.length} requests failed unexpectedly (${examples})`)
+  }
+}
+
+main()
+  .then(() => {
+    if (problems.length > 0) {
+      for (const problem of problems) console.error(`demo: ${problem}`)
+      process.exitCode = 1
+    }
+  })
+  .catch((error: unknown) => {
+    console.error('demo failed:', error)
+    process.exitCode = 1
+  })
+  .finally(() => {
+    // Everything is closed by now; if some handle still keeps the process alive, do not wait for it.
+    setTimeout(() => process.exit(), 2_000).unref()
+  })

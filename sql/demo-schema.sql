@@ -5,6 +5,8 @@
 -- Used by `npm run demo` (demo/index.ts); you can also load it by hand:
 --   psql "$DATABASE_URL" -f sql/demo-schema.sql
 
+drop function if exists demo_pause(text);
+drop table if exists demo_settings;
 drop table if exists order_lines;
 drop table if exists orders;
 drop table if exists customers;
@@ -91,3 +93,38 @@ analyze customers;
 analyze orders;
 analyze order_lines;
 analyze daily_sales;
+
+-- Simulated slowness, for the demo's "the database got slow" phase. Each
+-- route's query calls demo_pause('<route>'), which sleeps as long as this
+-- table says: extra_ms, except that a share of the calls (spike_share, 0..1)
+-- sleeps spike_ms instead, the long tail of a bad plan. The demo raises the
+-- values halfway through its load (think of a bad deploy, or a noisy
+-- neighbour), and every backend sees the change at its next query. pg_sleep
+-- is interruptible, so a cancelled query stops sleeping at once.
+create table demo_settings (
+  route        text primary key,
+  extra_ms     integer not null default 0 check (extra_ms >= 0),
+  spike_ms     integer not null default 0 check (spike_ms >= 0),
+  spike_share  real not null default 0 check (spike_share between 0 and 1)
+);
+insert into demo_settings (route) values ('orders'), ('report');
+
+-- Sleeps as demo_settings says for the route, returns the milliseconds slept.
+-- Call it once per statement, as an uncorrelated scalar subquery
+-- `(select demo_pause('report'))`: PostgreSQL evaluates that once (an InitPlan),
+-- not once per row.
+create function demo_pause(p_route text) returns integer
+language plpgsql volatile as $$
+declare
+  v_ms integer;
+begin
+  select case when random() < spike_share then spike_ms else extra_ms end
+    into v_ms
+    from demo_settings
+   where route = p_route;
+  if v_ms > 0 then
+    perform pg_sleep(v_ms / 1000.0);
+  end if;
+  return coalesce(v_ms, 0);
+end
+$$;

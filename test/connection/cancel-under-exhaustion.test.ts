@@ -121,7 +121,7 @@ describe('the control connection', () => {
     try {
       await sql`select 1`.execute(db)
       const rows = await waitFor('the control connection', async () => {
-        const found = await database.admin<{ usename: string }>(`select usename from pg_stat_activity where application_name = 'control_role (pg-governor control)'`)
+        const found = await database.admin<{ usename: string }>(`select usename from pg_stat_activity where application_name = 'control_role (pg-governor control)' and usename is not null`)
         return found.length > 0 && found
       })
       expect(rows).toEqual([{ usename: 'limited_app' }])

@@ -29,10 +29,11 @@ describe('invariant 6: killed connections', () => {
     expect(pinnedError.message).toMatch(/terminat|Connection|discarded/i)
 
     // A busy connection killed mid-query.
-    const busy = sql`select pg_sleep(5) as recovery_busy`.execute(db)
+    // The handler is attached at once: the rejection may come while we are still issuing the terminate.
+    const busy = rejectionOf(sql`select pg_sleep(5) as recovery_busy`.execute(db))
     await waitFor('the busy query', async () => (await database.admin(`select 1 from pg_stat_activity where query like '%recovery_busy%' and state = 'active' and pid <> pg_backend_pid()`)).length === 1)
     await database.admin(`select pg_terminate_backend(pid) from pg_stat_activity where query like '%recovery_busy%' and pid <> pg_backend_pid()`)
-    expect((await rejectionOf(busy)).code).toBe('57P01')
+    expect((await busy).code).toBe('57P01')
 
     await waitFor('the pool to settle', async () => dialect.poolStats().permits === 0)
     const results = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => sql<{ n: number }>`select ${n}::int as n`.execute(db)))
