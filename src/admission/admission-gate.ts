@@ -1,5 +1,5 @@
 import { CRITICALITIES, type Criticality } from '../context/criticality.js'
-import { deadlineTimer, type DeadlineWatcher } from '../context/deadline-timer.js'
+import { deadlineTimer, type DeadlineLink, type DeadlineWatcher } from '../context/deadline-timer.js'
 import { now } from '../context/monotonic-clock.js'
 import type { AbortWatcher, QueryContext } from '../context/query-context.js'
 import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
@@ -33,6 +33,7 @@ const MIN_RETRY_AFTER_MS = 50
 let nextSeq = 0
 
 class Waiter implements HeapEntry, DeadlineWatcher, AbortWatcher {
+  deadlineLink: DeadlineLink | undefined = undefined
   heapIndex = -1
   readonly seq = nextSeq++
   readonly rank: number

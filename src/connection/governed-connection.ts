@@ -1,5 +1,5 @@
 import type { CompiledQuery, ControlConnectionProvider, DatabaseConnection, QueryResult } from 'kysely'
-import { deadlineTimer, type DeadlineWatcher } from '../context/deadline-timer.js'
+import { deadlineTimer, type DeadlineLink, type DeadlineWatcher } from '../context/deadline-timer.js'
 import { now } from '../context/monotonic-clock.js'
 import type { StopCause } from '../context/budget-race.js'
 import { traceOf, traceparent } from '../context/trace-context.js'
@@ -22,6 +22,11 @@ export interface ConnectionServices {
   readonly cursor: PgCursorConstructor | undefined
   /** Prefix statements with a sqlcommenter-style comment (criticality, domain, traceparent). */
   readonly sqlComment: boolean
+}
+
+/** Who hears that a connection went back to the pool (or was destroyed): the driver, which frees its permit. */
+export interface ConnectionOwner {
+  connectionReleased(connection: GovernedConnection, destroyed: boolean): void
 }
 
 /** The budget of one statement. */
@@ -253,17 +258,17 @@ export class GovernedConnection implements DatabaseConnection {
 
   /**
    * Hands the client back to pg-pool once nothing is draining: destroyed if it
-   * is marked so, rolled back if it is inside a transaction. `done` runs when
+   * is marked so, rolled back if it is inside a transaction. `owner` hears when
    * the client is back (or gone), to free the admission permit.
    */
-  release(done: (destroyed: boolean) => void): void {
+  release(owner: ConnectionOwner): void {
     if (this.#settling) {
-      void this.#settling.then(() => this.release(done))
+      void this.#settling.then(() => this.release(owner))
       return
     }
     if (this.#discardReason !== undefined) {
       this.#client.release(new Error(`pg-governor discarded the connection: ${this.#discardReason}`))
-      done(true)
+      owner.connectionReleased(this, true)
       return
     }
     if (this.#inTransaction()) {
@@ -271,17 +276,17 @@ export class GovernedConnection implements DatabaseConnection {
         () => {
           this.transactionBoundary('end')
           this.#client.release()
-          done(false)
+          owner.connectionReleased(this, false)
         },
         (error: unknown) => {
           this.#client.release(error instanceof Error ? error : new Error(String(error)))
-          done(true)
+          owner.connectionReleased(this, true)
         },
       )
       return
     }
     this.#client.release()
-    done(false)
+    owner.connectionReleased(this, false)
   }
 
 
@@ -428,6 +433,7 @@ export class GovernedConnection implements DatabaseConnection {
  * the connection waits for `whenEnded()` before its next statement.
  */
 class StatementRun<R> implements InFlight, DeadlineWatcher, AbortWatcher {
+  deadlineLink: DeadlineLink | undefined = undefined
   readonly deadline: number
   readonly #connection: GovernedConnection
   readonly #budget: Budget
@@ -546,6 +552,7 @@ class StatementRun<R> implements InFlight, DeadlineWatcher, AbortWatcher {
  * read; during a read the backend is cancelled.
  */
 class StreamWatch implements DeadlineWatcher, AbortWatcher {
+  deadlineLink: DeadlineLink | undefined = undefined
   readonly deadline: number
   readonly #connection: GovernedConnection
   readonly #budget: Budget

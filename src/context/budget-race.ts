@@ -1,4 +1,4 @@
-import { deadlineTimer, type DeadlineWatcher } from './deadline-timer.js'
+import { deadlineTimer, type DeadlineLink, type DeadlineWatcher } from './deadline-timer.js'
 import type { AbortWatcher, QueryContext } from './query-context.js'
 
 /** Why a race was stopped before its work settled. */
@@ -12,6 +12,7 @@ export type StopCause = { readonly kind: 'deadline' } | { readonly kind: 'abort'
  * and no listener of its own unless given Kysely's per-query signal.
  */
 export class BudgetRace<T> implements DeadlineWatcher, AbortWatcher {
+  deadlineLink: DeadlineLink | undefined = undefined
   readonly deadline: number
   readonly promise: Promise<T>
   readonly #context: QueryContext | undefined

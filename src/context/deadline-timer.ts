@@ -4,14 +4,18 @@ import { now } from './monotonic-clock.js'
 export interface DeadlineWatcher {
   readonly deadline: number
   onDeadline(): void
+  /** The timer's bookkeeping: the watcher's place in its list. Start it as `undefined`. */
+  deadlineLink: DeadlineLink | undefined
 }
 
 /** A watcher's place in the timer's list. */
-interface Link {
+export interface DeadlineLink {
   readonly watcher: DeadlineWatcher
-  prev: Link | undefined
-  next: Link | undefined
+  prev: DeadlineLink | undefined
+  next: DeadlineLink | undefined
 }
+
+type Link = DeadlineLink
 
 /**
  * One timer for every deadline in the process. Operations register while they
@@ -22,7 +26,6 @@ interface Link {
  * when the timer fires costs less than keeping a heap in order on every query.
  */
 export class DeadlineTimer {
-  readonly #links = new WeakMap<DeadlineWatcher, Link>()
   #head: Link | undefined
   #tail: Link | undefined
   #timer: NodeJS.Timeout | undefined
@@ -33,14 +36,14 @@ export class DeadlineTimer {
     if (this.#tail) this.#tail.next = link
     else this.#head = link
     this.#tail = link
-    this.#links.set(watcher, link)
+    watcher.deadlineLink = link
     if (watcher.deadline < this.#armedFor) this.#arm(watcher.deadline)
   }
 
   delete(watcher: DeadlineWatcher): void {
-    const link = this.#links.get(watcher)
+    const link = watcher.deadlineLink
     if (!link) return
-    this.#links.delete(watcher)
+    watcher.deadlineLink = undefined
     this.#unlink(link)
   }
 
@@ -71,7 +74,7 @@ export class DeadlineTimer {
       const { watcher } = link
       if (watcher.deadline <= t) {
         expired.push(watcher)
-        this.#links.delete(watcher)
+        watcher.deadlineLink = undefined
         this.#unlink(link)
       } else if (watcher.deadline < next) {
         next = watcher.deadline

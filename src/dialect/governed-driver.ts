@@ -176,7 +176,13 @@ export class GovernedDriver implements Driver {
     const admitted = gate.tryAcquire() || (!options?.signal && gate.tryAcquireFor(this.#currentRank()))
     if (admitted && (pool.idleCount ?? 0) > 0 && !options?.signal) {
       // The hot path: a permit and an idle client; no context, no budget, no timer.
-      client = await this.#connect(pool, gate)
+      try {
+        client = await pool.connect()
+      } catch (error) {
+        this.#connectFailed(gate, error)
+        throw error
+      }
+      this.#breaker.recordSuccess()
     } else {
       ticket = this.#ticket(options, admitted)
       try {
@@ -297,10 +303,14 @@ export class GovernedDriver implements Driver {
       this.#breaker.recordSuccess()
       return client
     } catch (error) {
-      gate.abandon()
-      if (isConnectionFailure(error)) this.#breaker.recordFailure()
+      this.#connectFailed(gate, error)
       throw error
     }
+  }
+
+  #connectFailed(gate: AdmissionGate, error: unknown): void {
+    gate.abandon()
+    if (isConnectionFailure(error)) this.#breaker.recordFailure()
   }
 
   /**
@@ -373,13 +383,15 @@ export class GovernedDriver implements Driver {
 
   async releaseConnection(connection: DatabaseConnection): Promise<void> {
     const governed = asGoverned(connection)
-    const gate = this.#gate
     this.#leaks?.returned(governed)
-    governed.release((destroyed) => {
-      const heldMs = now() - governed.checkedOutAt
-      gate?.release(heldMs)
-      if (this.#events.has('release')) this.#events.emit('release', { heldMs, destroyed })
-    })
+    governed.release(this)
+  }
+
+  /** @internal The connection is back in the pool (or destroyed): its permit goes to the next caller. */
+  connectionReleased(connection: GovernedConnection, destroyed: boolean): void {
+    const heldMs = now() - connection.checkedOutAt
+    this.#gate?.release(heldMs)
+    if (this.#events.has('release')) this.#events.emit('release', { heldMs, destroyed })
   }
 
   async destroy(): Promise<void> {
@@ -408,7 +420,8 @@ export class GovernedDriver implements Driver {
     try {
       await hook()
     } catch (error) {
-      connection.release(() => this.#gate?.abandon())
+      const gate = this.#gate
+      connection.release({ connectionReleased: () => gate?.abandon() })
       throw error
     }
   }
