@@ -57,7 +57,7 @@ import { governedDb, plainDb, select1, select1WithDeadline } from './support/dia
 import { envInt, knobs } from './support/env.js'
 import { check, fmt, fmtInt, printChecks, printTable, type Check } from './support/format.js'
 import { isolatedSetup } from './support/isolated.js'
-import { alternatingRounds, pairedRatio, type SetupRounds } from './support/load.js'
+import { alternatingRounds, MEDIAN_HEADERS, medianCells, pairedRatio, type SetupRounds } from './support/load.js'
 import { governorLabel, type Governor } from './support/lib.js'
 import { machine, writeResults } from './support/results.js'
 import { runBench, sleep } from './support/run.js'
@@ -466,14 +466,9 @@ runBench('cancel', async (server, governor) => {
   const [base, withDeadline] = rounds as [SetupRounds, SetupRounds]
   printTable(
     `select 1 at concurrency 16 — medians over ${ROUNDS} alternating rounds of ${ROUND_MS} ms`,
-    ['setup', 'ops/s', 'p50 ms', 'p99 ms', 'client CPU us/op', 'errors', 'ops/s vs plain', 'paired ratio'],
+    [...MEDIAN_HEADERS, 'ops/s vs plain', 'paired ratio'],
     rounds.map((r) => [
-      r.name,
-      fmtInt(r.medianThroughput),
-      fmt(r.medianP50, 3),
-      fmt(r.medianP99, 3),
-      fmt(r.medianCpuUsPerOp, 1),
-      r.errors,
+      ...medianCells(r),
       fmt(r.medianThroughput / base.medianThroughput, 3),
       fmt(pairedRatio(r, base), 3),
     ]),

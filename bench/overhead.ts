@@ -32,7 +32,7 @@
  *   npx tsx bench/overhead.ts      (npm run bench:overhead)
  */
 import { isolatedSetup, type IsolatedSetup } from './support/isolated.js'
-import { alternatingRounds, pairedRatio, type SetupRounds } from './support/load.js'
+import { alternatingRounds, MEDIAN_HEADERS, medianCells, pairedRatio, type SetupRounds } from './support/load.js'
 import { envFlag, envInt, knobs } from './support/env.js'
 import { check, fmt, fmtInt, printChecks, printTable, type Check } from './support/format.js'
 import { governorLabel } from './support/lib.js'
@@ -84,14 +84,9 @@ runBench('overhead', async (server) => {
       const base = results[0] as SetupRounds
       printTable(
         `concurrency ${concurrency} — medians over ${ROUNDS} rounds`,
-        ['setup', 'ops/s', 'p50 ms', 'p99 ms', 'client CPU us/op', 'errors', 'ops/s vs plain', 'paired ratio'],
+        [...MEDIAN_HEADERS, 'ops/s vs plain', 'paired ratio'],
         results.map((r) => [
-          r.name,
-          fmtInt(r.medianThroughput),
-          fmt(r.medianP50, 3),
-          fmt(r.medianP99, 3),
-          fmt(r.medianCpuUsPerOp, 1),
-          r.errors,
+          ...medianCells(r),
           r === base ? '1.000' : fmt(r.medianThroughput / base.medianThroughput, 3),
           r === base ? '1.000' : fmt(pairedRatio(r, base), 3),
         ]),

@@ -45,7 +45,7 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { alternatingRounds, pairedRatio, type SetupRounds } from './support/load.js'
+import { alternatingRounds, MEDIAN_HEADERS, medianCells, pairedRatio, type SetupRounds } from './support/load.js'
 import { envFlag, envInt, knobs } from './support/env.js'
 import { check, fmt, fmtInt, printChecks, printTable, type Check } from './support/format.js'
 import { governorLabel } from './support/lib.js'
@@ -139,14 +139,9 @@ runBench('telemetry', async (server) => {
       const on = byName('on')
       printTable(
         `concurrency ${concurrency} — medians over ${ROUNDS} rounds`,
-        ['setup', 'ops/s', 'p50 ms', 'p99 ms', 'client CPU us/op', 'errors', 'ops/s vs off', 'paired vs off', 'ops/s vs plain', 'paired vs plain'],
+        [...MEDIAN_HEADERS, 'ops/s vs off', 'paired vs off', 'ops/s vs plain', 'paired vs plain'],
         results.map((r) => [
-          r.name,
-          fmtInt(r.medianThroughput),
-          fmt(r.medianP50, 3),
-          fmt(r.medianP99, 3),
-          fmt(r.medianCpuUsPerOp, 1),
-          r.errors,
+          ...medianCells(r),
           r === plain ? '-' : fmt(r.medianThroughput / off.medianThroughput, 3),
           r === plain || r === off ? '-' : fmt(pairedRatio(r, off), 3),
           r === plain ? '-' : fmt(r.medianThroughput / plain.medianThroughput, 3),

@@ -1,3 +1,4 @@
+import { fmt, fmtInt } from './format.js'
 import { median, summarize } from './stats.js'
 
 /** One way of running the measured operation. */
@@ -114,4 +115,12 @@ export async function alternatingRounds(
 /** Median over rounds of a/b, pairing round i of `a` with round i of `b` (they ran back to back). */
 export function pairedRatio(a: SetupRounds, b: SetupRounds): number {
   return median(a.rounds.map((r, i) => r.throughput / (b.rounds[i]?.throughput ?? NaN)))
+}
+
+/** Column headers of {@link medianCells}. */
+export const MEDIAN_HEADERS = ['setup', 'ops/s', 'p50 ms', 'p99 ms', 'client CPU us/op', 'errors'] as const
+
+/** The medians every throughput table starts with, for one setup. */
+export function medianCells(r: SetupRounds): (string | number)[] {
+  return [r.name, fmtInt(r.medianThroughput), fmt(r.medianP50, 3), fmt(r.medianP99, 3), fmt(r.medianCpuUsPerOp, 1), r.errors]
 }
