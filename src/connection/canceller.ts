@@ -114,11 +114,13 @@ export class Canceller {
       const killPids = batch.filter((request) => request.kill).map((request) => request.pid)
       const opening = this.#control()
       try {
-        const client = await opening
+        // Opening the connection counts against the limit too: a blackholed server must not stall every cancel.
         await withTimeout(
-          client.query(
-            'select pg_cancel_backend(pid) from unnest($1::int[]) as pid union all select pg_terminate_backend(pid) from unnest($2::int[]) as pid',
-            [cancelPids, killPids],
+          opening.then((client) =>
+            client.query(
+              'select pg_cancel_backend(pid) from unnest($1::int[]) as pid union all select pg_terminate_backend(pid) from unnest($2::int[]) as pid',
+              [cancelPids, killPids],
+            ),
           ),
           this.#options.controlTimeoutMs,
         )

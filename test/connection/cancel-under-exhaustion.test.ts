@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo } from 'node:net'
 import { Kysely, sql } from 'kysely'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -127,6 +128,35 @@ describe('the control connection', () => {
       expect(rows).toEqual([{ usename: 'limited_app' }])
     } finally {
       await db.destroy()
+    }
+  })
+})
+
+describe('a control connection that never answers', () => {
+  it('falls back to the protocol cancel within controlConnection.timeoutMs', async () => {
+    // A listener that accepts and then says nothing: a blackholed server.
+    const silent = createServer(() => {})
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const { port } = silent.address() as AddressInfo
+    const pool = new pg.Pool({ connectionString: database.url, max: 1 })
+    const dialect = new GovernedPostgresDialect({ pool, controlConnection: { config: { host: '127.0.0.1', port }, eager: false, timeoutMs: 200 } })
+    const db = new Kysely<any>({ dialect })
+    const cancels: CancelEvent[] = []
+    dialect.events.on('cancel', (event) => cancels.push(event))
+    try {
+      const controller = new AbortController()
+      const pending = withQueryContext({ signal: controller.signal }, () => sql`select pg_sleep(30) as blackholed_control`.execute(db))
+      await waitFor('the query to run', async () => (await activeWithTag(database, 'blackholed_control')).length === 1)
+      controller.abort()
+      expect(await rejectionOf(pending)).toBeInstanceOf(QueryCanceledError)
+      await waitFor('the backend to stop', async () => (await activeWithTag(database, 'blackholed_control')).length === 0, 3_000)
+      await waitFor('the cancel to settle', async () => cancels.length === 1)
+      expect(cancels[0]?.outcome).toMatchObject({ method: 'protocol', confirmed: false })
+      expect(cancels[0]?.outcome?.fallbackReason).toMatch(/no answer within 200 ms/)
+      expect(cancels[0]?.destroyed).toBe(false)
+    } finally {
+      await db.destroy()
+      silent.close()
     }
   })
 })
