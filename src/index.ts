@@ -64,3 +64,4 @@ export {
   type ResolvedRoutePolicy,
 } from './http/request-timeout.js'
 export { createMetricsHandler, renderMetrics, metricsResponse, type MetricsRegistry, type MetricsResponse, type MetricsHandlerOptions } from './http/metrics-endpoint.js'
+export { attachLogger, type GovernorLogger, type LoggingOptions } from './telemetry/logging.js'

@@ -43,6 +43,12 @@ export interface ResolvedAdmissionPolicy {
   readonly feasibility: boolean
 }
 
+/**
+ * @example
+ * ```ts
+ * new GovernedPostgresDialect({ pool, admission: { utilisationThresholds: { ...DEFAULT_UTILISATION_THRESHOLDS, sheddable: 0.7 } } })
+ * ```
+ */
 export const DEFAULT_UTILISATION_THRESHOLDS: Readonly<Record<Exclude<Criticality, 'critical_plus'>, number | null>> = Object.freeze({
   sheddable: 0.8,
   sheddable_plus: 0.9,

@@ -1,7 +1,14 @@
 import { now } from '../context/monotonic-clock.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 
-/** `closed`: normal; `open`: failing fast; `half_open`: one probe is let through. */
+/**
+ * `closed`: normal; `open`: failing fast; `half_open`: one probe is let through.
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('circuit', (state: CircuitState) => console.log('circuit', state))
+ * ```
+ */
 export type CircuitState = 'closed' | 'open' | 'half_open'
 
 /**

@@ -6,10 +6,22 @@ import { sendProtocolCancel, type CancelTarget } from './protocol-cancel.js'
  * How a cancel was delivered: `backend` is `pg_cancel_backend` on the control
  * connection (confirmed), `protocol` a CancelRequest (unconfirmed), `kill` is
  * `pg_terminate_backend` on the control connection.
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('cancel', (event) => console.log(event.outcome?.method)) // 'backend' | 'protocol' | 'kill'
+ * ```
  */
 export type CancelMethod = 'backend' | 'protocol' | 'kill'
 
-/** What happened to one cancel. */
+/**
+ * What happened to one cancel.
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('cancel', ({ outcome }) => { if (outcome && !outcome.confirmed) console.log(outcome.fallbackReason) })
+ * ```
+ */
 export interface CancelOutcome {
   readonly method: CancelMethod
   /**

@@ -67,6 +67,14 @@ const SETTLE_TIMEOUT_MS = 5_000
  * rejected at its deadline or abort, and is cancelled on the server. A
  * cancelled connection is held until both the statement and the cancel have
  * settled, so a cancel never reaches the next statement.
+ *
+ * @example
+ * ```ts
+ * await db.connection().execute(async (conn) => {
+ *   // Kysely hands out GovernedConnection instances; their statements are governed like any other.
+ *   await sql`listen orders`.execute(conn)
+ * })
+ * ```
  */
 export class GovernedConnection implements DatabaseConnection {
   readonly #client: PgPoolClient

@@ -5,6 +5,11 @@ import { MAX_TIMEOUT_MS } from '../context/validate.js'
  * The default ladder of statement_timeout values, in milliseconds. A statement
  * runs with the smallest step at or above its remaining budget, so the server
  * stops it at most one step after the deadline even if the client is gone.
+ *
+ * @example
+ * ```ts
+ * new GovernedPostgresDialect({ pool, statementTimeoutLadderMs: [...DEFAULT_STATEMENT_TIMEOUT_LADDER_MS, 7_200_000] })
+ * ```
  */
 export const DEFAULT_STATEMENT_TIMEOUT_LADDER_MS: readonly number[] = Object.freeze([
   100, 250, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000,

@@ -11,7 +11,14 @@ import { InvalidOptionError } from '../errors/invalid-option-error.js'
  */
 export type Criticality = 'critical_plus' | 'critical' | 'sheddable_plus' | 'sheddable'
 
-/** Every criticality, highest first. */
+/**
+ * Every criticality, highest first.
+ *
+ * @example
+ * ```ts
+ * for (const level of CRITICALITIES) console.log(level) // critical_plus, critical, sheddable_plus, sheddable
+ * ```
+ */
 export const CRITICALITIES: readonly Criticality[] = Object.freeze([
   'critical_plus',
   'critical',
@@ -19,7 +26,14 @@ export const CRITICALITIES: readonly Criticality[] = Object.freeze([
   'sheddable',
 ])
 
-/** The criticality of a query that names none, as in the SRE book: `critical`. */
+/**
+ * The criticality of a query that names none, as in the SRE book: `critical`.
+ *
+ * @example
+ * ```ts
+ * new GovernedPostgresDialect({ pool, defaultCriticality: DEFAULT_CRITICALITY })
+ * ```
+ */
 export const DEFAULT_CRITICALITY: Criticality = 'critical'
 
 /** 0 for the highest level; lower numbers are served first. */

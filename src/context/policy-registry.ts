@@ -17,13 +17,27 @@ export interface QueryPolicy {
   readonly criticality?: Criticality | undefined
 }
 
-/** A policy with every field decided. `timeoutMs` is `undefined` when queries get no deadline. */
+/**
+ * A policy with every field decided. `timeoutMs` is `undefined` when queries get no deadline.
+ *
+ * @example
+ * ```ts
+ * const { timeoutMs, criticality } = dialect.policies.resolve('report')
+ * ```
+ */
 export interface ResolvedPolicy {
   readonly timeoutMs: number | undefined
   readonly criticality: Criticality
 }
 
-/** The documented default budget of a statement that has no deadline of its own: 30 seconds. */
+/**
+ * The documented default budget of a statement that has no deadline of its own: 30 seconds.
+ *
+ * @example
+ * ```ts
+ * new GovernedPostgresDialect({ pool, defaultTimeoutMs: DEFAULT_TIMEOUT_MS / 3 })
+ * ```
+ */
 export const DEFAULT_TIMEOUT_MS = 30_000
 
 /**

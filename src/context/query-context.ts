@@ -39,6 +39,14 @@ export interface AbortWatcher {
 /**
  * The ambient context every query inside `withQueryContext` sees. Immutable but
  * for the set of operations watching its signals.
+ *
+ * @example
+ * ```ts
+ * withQueryContext({ timeoutMs: 500 }, () => {
+ *   const context = currentQueryContext() as QueryContext
+ *   console.log(context.deadline - performance.now(), context.criticality, context.domain)
+ * })
+ * ```
  */
 export class QueryContext {
   /** Deadline on the monotonic clock (`performance.now()`), `Infinity` when none. */

@@ -69,6 +69,11 @@ export interface PoolStats {
 /**
  * The Kysely driver behind {@link GovernedPostgresDialect}: admission in front
  * of pg-pool, governed connections, and one canceller per dialect.
+ *
+ * @example
+ * ```ts
+ * const driver = new GovernedPostgresDialect({ pool }).createDriver() // Kysely does this for you
+ * ```
  */
 export class GovernedDriver implements Driver {
   readonly #config: GovernedPostgresDialectConfig

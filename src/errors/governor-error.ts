@@ -1,4 +1,11 @@
-/** The stable codes every pg-governor error carries in `code`. */
+/**
+ * The stable codes every pg-governor error carries in `code`.
+ *
+ * @example
+ * ```ts
+ * const retryable: GovernorErrorCode[] = ['LOAD_SHED', 'DEADLINE_EXCEEDED']
+ * ```
+ */
 export type GovernorErrorCode =
   | 'DEADLINE_EXCEEDED'
   | 'QUERY_CANCELED'

@@ -7,6 +7,11 @@ import { GovernorError } from './governor-error.js'
  * - `queue`: the wait queue is at its bound;
  * - `deadline`: the predicted wait plus run time does not fit the remaining budget;
  * - `circuit_open`: connections are failing; the breaker fails fast until a probe succeeds.
+ *
+ * @example
+ * ```ts
+ * if (error instanceof LoadShedError && error.reason === 'circuit_open') alertOnCall()
+ * ```
  */
 export type ShedReason = 'utilisation' | 'queue' | 'deadline' | 'circuit_open'
 

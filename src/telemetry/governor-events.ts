@@ -5,12 +5,24 @@ import type { ShedReason } from '../errors/load-shed-error.js'
 import type { CircuitState } from '../admission/circuit-breaker.js'
 import type { QueryContext } from '../context/query-context.js'
 
-/** How a governed query ended. */
+/**
+ * How a governed query ended.
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('query', (event) => { if (event.outcome === 'shed') shed++ })
+ * ```
+ */
 export type QueryOutcome = 'ok' | 'error' | 'deadline_exceeded' | 'canceled' | 'shed'
 
 /**
  * Emitted once per statement, and once per acquisition refused or stopped
  * before a statement ran (`phase` says where it ended).
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('query', (event) => histogram.observe({ outcome: event.outcome }, event.ranMs / 1000))
+ * ```
  */
 export interface QueryEvent {
   readonly outcome: QueryOutcome
@@ -36,7 +48,14 @@ export interface QueryEvent {
   readonly error: unknown
 }
 
-/** Emitted when a caller got a connection. */
+/**
+ * Emitted when a caller got a connection.
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('acquire', (event) => waits.observe(event.waitedMs / 1000))
+ * ```
+ */
 export interface AcquireEvent {
   readonly waitedMs: number
   /** Time to open a new connection, when one had to be opened. */
@@ -44,13 +63,27 @@ export interface AcquireEvent {
   readonly criticality: Criticality | undefined
 }
 
-/** Emitted when a connection went back to the pool (or was destroyed). */
+/**
+ * Emitted when a connection went back to the pool (or was destroyed).
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('release', (event) => uses.observe(event.heldMs / 1000))
+ * ```
+ */
 export interface ReleaseEvent {
   readonly heldMs: number
   readonly destroyed: boolean
 }
 
-/** Emitted when a cancel settled, or failed. */
+/**
+ * Emitted when a cancel settled, or failed.
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('cancel', (event) => { if (event.destroyed) console.warn('connection destroyed after cancel', event.pid) })
+ * ```
+ */
 export interface CancelEvent {
   readonly pid: number
   readonly reason: 'deadline' | 'abort' | 'kysely'
@@ -60,14 +93,28 @@ export interface CancelEvent {
   readonly destroyed: boolean
 }
 
-/** Emitted when a statement_timeout SET was sent. */
+/**
+ * Emitted when a statement_timeout SET was sent.
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('statementTimeout', (event) => console.log('SET statement_timeout', event.valueMs, event.local))
+ * ```
+ */
 export interface StatementTimeoutEvent {
   readonly pid: number | undefined
   readonly valueMs: number | 'default'
   readonly local: boolean
 }
 
-/** Emitted when admission refused a query. */
+/**
+ * Emitted when admission refused a query.
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('shed', (event) => console.log(event.criticality, event.reason, event.retryAfterMs))
+ * ```
+ */
 export interface ShedEvent {
   readonly criticality: Criticality
   readonly domain: string | undefined
@@ -76,7 +123,14 @@ export interface ShedEvent {
   readonly utilisation: number
 }
 
-/** Emitted when a connection has been held longer than `leakDetectionThresholdMs`. */
+/**
+ * Emitted when a connection has been held longer than `leakDetectionThresholdMs`.
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('leak', (event) => console.warn(`held ${event.heldMs} ms`, event.stack))
+ * ```
+ */
 export interface LeakEvent {
   readonly pid: number | undefined
   readonly heldMs: number
@@ -84,7 +138,14 @@ export interface LeakEvent {
   readonly stack: string
 }
 
-/** The events and their payloads. */
+/**
+ * The events and their payloads.
+ *
+ * @example
+ * ```ts
+ * const onCancel = (event: GovernorEventMap['cancel']) => console.log(event.pid)
+ * ```
+ */
 export interface GovernorEventMap {
   query: QueryEvent
   acquire: AcquireEvent
@@ -97,7 +158,14 @@ export interface GovernorEventMap {
   poolError: Error
 }
 
-/** A typed event listener. */
+/**
+ * A typed event listener.
+ *
+ * @example
+ * ```ts
+ * const listener: GovernorListener<'shed'> = (event) => console.log(event.reason)
+ * ```
+ */
 export type GovernorListener<K extends keyof GovernorEventMap> = (event: GovernorEventMap[K]) => void
 
 /**

@@ -2,7 +2,14 @@ import type { GovernorEvents, QueryEvent } from './governor-events.js'
 import { traceOf } from '../context/trace-context.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 
-/** The pino methods we call; any pino-compatible logger (pino, a child logger) fits. */
+/**
+ * The pino methods we call; any pino-compatible logger (pino, a child logger) fits.
+ *
+ * @example
+ * ```ts
+ * const logger: GovernorLogger = pino({ level: 'info' })
+ * ```
+ */
 export interface GovernorLogger {
   debug(fields: object, message: string): void
   info(fields: object, message: string): void

@@ -18,7 +18,16 @@ export interface PrometheusMetricsOptions {
   readonly poolName?: string | undefined
 }
 
-/** What {@link registerPrometheusMetrics} returns. */
+/**
+ * What {@link registerPrometheusMetrics} returns.
+ *
+ * @example
+ * ```ts
+ * const handle = registerPrometheusMetrics(dialect, { registry })
+ * await db.destroy()
+ * handle.unregister()
+ * ```
+ */
 export interface PrometheusMetricsHandle {
   /** Stops updating and reporting this pool (the metrics stay registered for other pools). */
   unregister(): void
@@ -27,7 +36,14 @@ export interface PrometheusMetricsHandle {
 /** Seconds; the OpenTelemetry recommendation for database client durations, plus finer steps at the low end. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
-/** Names of every metric this module emits, for dashboards and their tests. */
+/**
+ * Names of every metric this module emits, for dashboards and their tests.
+ *
+ * @example
+ * ```ts
+ * const rule = `rate(${METRIC_NAMES.sheds}[5m]) > 1`
+ * ```
+ */
 export const METRIC_NAMES = Object.freeze({
   connectionCount: 'db_client_connection_count',
   connectionMax: 'db_client_connection_max',
