@@ -152,7 +152,7 @@ export class GovernedConnection implements DatabaseConnection {
     const watch = new StreamWatch(this, budget)
     try {
       for (;;) {
-        const rows = await watch.read(this.#track(cursor.read(chunkSize)))
+        const rows = await watch.read(() => this.#track(cursor.read(chunkSize)))
         if (rows.length === 0) break
         yield { rows }
       }
@@ -580,11 +580,14 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
     return this.#stopError !== undefined
   }
 
-  read<R>(promise: Promise<R[]>): Promise<R[]> {
-    if (this.#stopError) {
-      promise.catch(() => {})
-      return Promise.reject(this.#stopError)
-    }
+  /**
+   * Starts the next fetch, unless the stream was stopped between fetches: then
+   * no fetch is sent at all (the backend is idle in its suspended portal, and
+   * a fetch would run the query on for nobody).
+   */
+  read<R>(fetch: () => Promise<R[]>): Promise<R[]> {
+    if (this.#stopError) return Promise.reject(this.#stopError)
+    const promise = fetch()
     return new Promise<R[]>((resolve, reject) => {
       const reading = { promise, reject }
       this.#reading = reading

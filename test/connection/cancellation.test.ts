@@ -2,7 +2,7 @@ import Cursor from 'pg-cursor'
 import { sql } from 'kysely'
 import { afterAll, describe, expect, it } from 'vitest'
 import { DeadlineExceededError, QueryCanceledError, withQueryContext, type CancelEvent } from '../../src/index.js'
-import { backend, expectBackendIdle, governed, pidOfRunning, rejectionOf, waitFor } from '../support/governed.js'
+import { activeWithTag, backend, expectBackendIdle, governed, pidOfRunning, rejectionOf, waitFor } from '../support/governed.js'
 import { useTestDatabase } from '../support/test-database.js'
 
 const database = useTestDatabase()
@@ -164,6 +164,30 @@ describe('abort at each stage', () => {
     expect(error).toBeInstanceOf(QueryCanceledError)
     await expectBackendIdle(database, pid)
     await expectPoolAtRest()
+  })
+})
+
+describe('streaming, stopped between fetches', () => {
+  it('sends no further fetch, closes the cursor and frees the connection', async () => {
+    const tag = 'stage_stream_between'
+    const controller = new AbortController()
+    const seen: number[] = []
+    const streamed = withQueryContext({ signal: controller.signal }, async () => {
+      for await (const row of db
+        .selectFrom(sql<{ n: number }>`(select n, pg_sleep(case when n > 2 then 30 else 0 end) as ${sql.raw(tag)} from generate_series(1, 5) as n)`.as('t'))
+        .select('n')
+        .stream(1)) {
+        seen.push(row.n)
+        // The consumer gives up while it holds row 2: the backend's portal is suspended, nothing runs.
+        if (row.n === 2) controller.abort(new Error('enough rows'))
+      }
+    })
+    const error = await rejectionOf(streamed)
+    expect(error).toBeInstanceOf(QueryCanceledError)
+    expect(seen).toEqual([1, 2])
+    await expectPoolAtRest()
+    // Row 3 (a 30 s sleep) was never fetched: no backend is running it.
+    expect(await activeWithTag(database, tag)).toEqual([])
   })
 })
 
