@@ -2,10 +2,9 @@ import { CRITICALITIES, type Criticality } from '../context/criticality.js'
 import { deadlineTimer, type DeadlineLink, type DeadlineWatcher } from '../context/deadline-timer.js'
 import { now } from '../context/monotonic-clock.js'
 import type { AbortWatcher, QueryContext } from '../context/query-context.js'
-import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { LoadShedError } from '../errors/load-shed-error.js'
-import { QueryCanceledError } from '../errors/query-canceled-error.js'
+import { errorForStop, type StopCause } from '../errors/stop-error.js'
 import type { ResolvedAdmissionPolicy } from './admission-policy.js'
 import type { CircuitBreaker } from './circuit-breaker.js'
 import type { LoadEstimator } from './load-estimator.js'
@@ -68,22 +67,19 @@ class Waiter implements HeapEntry, DeadlineWatcher, AbortWatcher {
   }
 
   onDeadline(): void {
-    if (!this.#gate.withdraw(this)) return
-    this.#detach()
-    this.#reject(
-      new DeadlineExceededError({
-        phase: 'waiting',
-        budgetMs: this.deadline - this.#ticket.startedAt,
-        waitedMs: now() - this.enqueuedAt,
-        ranMs: 0,
-      }),
-    )
+    this.#stop({ kind: 'deadline' })
   }
 
   onAbort(reason: unknown): void {
+    this.#stop({ kind: 'abort', reason })
+  }
+
+  #stop(cause: StopCause): void {
     if (!this.#gate.withdraw(this)) return
     this.#detach()
-    this.#reject(new QueryCanceledError({ phase: 'waiting', reason, waitedMs: now() - this.enqueuedAt, ranMs: 0 }))
+    this.#reject(
+      errorForStop(cause, { phase: 'waiting', budgetMs: this.deadline - this.#ticket.startedAt, waitedMs: now() - this.enqueuedAt, ranMs: 0 }),
+    )
   }
 
   #detach(): void {

@@ -1,14 +1,12 @@
 import type { CompiledQuery, ControlConnectionProvider, DatabaseConnection, QueryResult } from 'kysely'
 import { deadlineTimer, type DeadlineLink, type DeadlineWatcher } from '../context/deadline-timer.js'
 import { now } from '../context/monotonic-clock.js'
-import type { StopCause } from '../context/budget-race.js'
+import { currentBudget, refusalToStart, type QueryBudget as Budget } from '../context/query-budget.js'
+import { errorForStop, type StopCause } from '../errors/stop-error.js'
 import { traceOf, traceparent } from '../context/trace-context.js'
-import { currentQueryContext, type AbortWatcher, type QueryContext } from '../context/query-context.js'
+import type { AbortWatcher } from '../context/query-context.js'
 import type { PolicyRegistry } from '../context/policy-registry.js'
-import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
-import { QueryCanceledError } from '../errors/query-canceled-error.js'
 import type { GovernorEvents, QueryOutcome } from '../telemetry/governor-events.js'
-import type { Criticality } from '../context/criticality.js'
 import type { Canceller, CancelOutcome } from './canceller.js'
 import type { PgCursor, PgCursorConstructor, PgPoolClient, PgQueryResult } from './pg-types.js'
 import type { StatementTimeoutLadder } from './statement-timeout-ladder.js'
@@ -27,22 +25,6 @@ export interface ConnectionServices {
 /** Who hears that a connection went back to the pool (or was destroyed): the driver, which frees its permit. */
 export interface ConnectionOwner {
   connectionReleased(connection: GovernedConnection, destroyed: boolean): void
-}
-
-/** The budget of one statement. */
-interface Budget {
-  readonly context: QueryContext | undefined
-  /** Monotonic deadline, Infinity for none. */
-  readonly deadline: number
-  readonly startedAt: number
-  /**
-   * `deadline - startedAt`, computed without the round trip through a sum: a
-   * 30 000 ms policy must map to the 30 s step every time, not to 60 s when
-   * floating point makes it 30 000.000000004.
-   */
-  readonly remainingMs: number
-  readonly criticality: Criticality
-  readonly domain: string | undefined
 }
 
 /** A statement (or cursor read) on the wire, which a cancel must wait for. */
@@ -123,11 +105,11 @@ export class GovernedConnection implements DatabaseConnection {
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
     if (this.#settling) await this.#settling
     this.#assertUsable()
-    const budget = this.#budget()
+    const budget = currentBudget(this.#services.policies)
     const preparing = this.#prepare(budget)
     if (preparing) await preparing
     const { sql } = compiledQuery
-    const text = this.#services.sqlComment ? sqlComment(budget) + sql : sql
+    const text = this.#textOf(sql, budget)
     let result: PgQueryResult<R>
     try {
       result = await new StatementRun<R>(this, budget, compiledQuery.queryId?.queryId).start(this.#client, text, compiledQuery.parameters)
@@ -145,9 +127,9 @@ export class GovernedConnection implements DatabaseConnection {
     }
     if (this.#settling) await this.#settling
     this.#assertUsable()
-    const budget = this.#budget()
+    const budget = currentBudget(this.#services.policies)
     await this.#prepare(budget)
-    const text = this.#services.sqlComment ? sqlComment(budget) + compiledQuery.sql : compiledQuery.sql
+    const text = this.#textOf(compiledQuery.sql, budget)
     const cursor: PgCursor<R> = this.#client.query(new Cursor<R>(text, compiledQuery.parameters.slice()))
     const watch = new StreamWatch(this, budget)
     try {
@@ -297,7 +279,6 @@ export class GovernedConnection implements DatabaseConnection {
     owner.connectionReleased(this, false)
   }
 
-
   /**
    * A statement that does not end even after its cancel (a hung server, a lost
    * packet) must not hold the connection forever: past the limit the connection
@@ -320,17 +301,9 @@ export class GovernedConnection implements DatabaseConnection {
     }
   }
 
-  #budget(): Budget {
-    const context = currentQueryContext()
-    const startedAt = now()
-    const domain = context?.domain
-    const policy = this.#services.policies.resolve(domain)
-    const criticality = context?.criticality ?? policy.criticality
-    const policyRemaining = policy.timeoutMs ?? Infinity
-    if (context && context.deadline - startedAt < policyRemaining) {
-      return { context, deadline: context.deadline, startedAt, remainingMs: context.deadline - startedAt, criticality, domain }
-    }
-    return { context, deadline: startedAt + policyRemaining, startedAt, remainingMs: policyRemaining, criticality, domain }
+  /** The statement as sent: with the sqlcommenter prefix when that is on. */
+  #textOf(sql: string, budget: Budget): string {
+    return this.#services.sqlComment ? sqlComment(budget) + sql : sql
   }
 
   /**
@@ -339,14 +312,9 @@ export class GovernedConnection implements DatabaseConnection {
    * pays for no extra promise.
    */
   #prepare(budget: Budget): Promise<void> | undefined {
-    const aborted = budget.context?.abortedSignal()
-    if (aborted) {
-      throw new QueryCanceledError({ phase: 'before_start', reason: aborted.reason, waitedMs: 0, ranMs: 0 })
-    }
+    const refusal = refusalToStart(budget)
+    if (refusal) throw refusal
     const remaining = budget.remainingMs
-    if (remaining <= 0) {
-      throw new DeadlineExceededError({ phase: 'before_start', budgetMs: 0, waitedMs: 0, ranMs: 0 })
-    }
     const status = this.#transactionStatus()
     if (status === 'E') return undefined // Every statement but rollback fails here anyway; a SET would too.
     const inTransaction = status === 'T'
@@ -431,7 +399,6 @@ export class GovernedConnection implements DatabaseConnection {
   statementStarted(inFlight: InFlight): void {
     this.#inFlight = inFlight
   }
-
 }
 
 /**
@@ -564,7 +531,7 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
   readonly deadline: number
   readonly #connection: GovernedConnection
   readonly #budget: Budget
-  readonly #startedAt = now()
+  readonly #sentAt = now()
   #reading: { readonly promise: Promise<unknown>; readonly reject: (error: Error) => void } | undefined
   #stopError: Error | undefined
 
@@ -600,18 +567,22 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
         (error: unknown) => {
           if (this.#reading !== reading) return
           this.#reading = undefined
-          reject(isStatementTimeout(error) && now() >= this.deadline - 1 ? this.#deadlineError(error) : error)
+          reject(
+            isStatementTimeout(error) && now() >= this.deadline - 1
+              ? stoppedWhileRunning({ kind: 'deadline' }, this.#budget, this.#sentAt, error)
+              : error,
+          )
         },
       )
     })
   }
 
   onDeadline(): void {
-    this.#stop(this.#deadlineError(undefined), 'deadline')
+    this.#stop({ kind: 'deadline' })
   }
 
   onAbort(reason: unknown): void {
-    this.#stop(new QueryCanceledError({ phase: 'running', reason, waitedMs: 0, ranMs: now() - this.#startedAt }), 'abort')
+    this.#stop({ kind: 'abort', reason })
   }
 
   detach(): void {
@@ -619,8 +590,9 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
     this.#budget.context?.unwatch(this)
   }
 
-  #stop(error: Error, reason: 'deadline' | 'abort'): void {
+  #stop(cause: StopCause): void {
     if (this.#stopError) return
+    const error = stoppedWhileRunning(cause, this.#budget, this.#sentAt)
     this.#stopError = error
     this.detach()
     const reading = this.#reading
@@ -628,27 +600,14 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
       this.#reading = undefined
       reading.reject(error)
       const ended = reading.promise.then(noError, (error: unknown) => error)
-      void this.#connection.cancelInFlight({ whenEnded: () => ended }, reason, false)
+      void this.#connection.cancelInFlight({ whenEnded: () => ended }, cause.kind, false)
     }
-  }
-
-  #deadlineError(cause: unknown): DeadlineExceededError {
-    return new DeadlineExceededError({
-      phase: 'running',
-      budgetMs: this.#budget.deadline - this.#budget.startedAt,
-      waitedMs: 0,
-      ranMs: now() - this.#startedAt,
-      cause,
-    })
   }
 }
 
+/** The typed error for a statement stopped on the wire, with where its time went. */
 function stoppedWhileRunning(cause: StopCause, budget: Budget, sentAt: number, serverError?: unknown): Error {
-  const waitedMs = sentAt - budget.startedAt
-  const ranMs = now() - sentAt
-  return cause.kind === 'deadline'
-    ? new DeadlineExceededError({ phase: 'running', budgetMs: budget.deadline - budget.startedAt, waitedMs, ranMs, cause: serverError })
-    : new QueryCanceledError({ phase: 'running', reason: cause.reason, waitedMs, ranMs })
+  return errorForStop(cause, { phase: 'running', budgetMs: budget.remainingMs, waitedMs: sentAt - budget.startedAt, ranMs: now() - sentAt, serverError })
 }
 
 /**

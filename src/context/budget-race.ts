@@ -1,8 +1,7 @@
+import type { StopCause } from '../errors/stop-error.js'
 import { deadlineTimer, type DeadlineLink, type DeadlineWatcher } from './deadline-timer.js'
 import type { AbortWatcher, QueryContext } from './query-context.js'
 
-/** Why a race was stopped before its work settled. */
-export type StopCause = { readonly kind: 'deadline' } | { readonly kind: 'abort'; readonly reason: unknown }
 
 /**
  * Settles with `work`, or, when the deadline passes or a signal aborts first,

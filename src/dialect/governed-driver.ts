@@ -19,7 +19,7 @@ import { LeakDetector } from '../connection/leak-detector.js'
 import { LoadShedError } from '../errors/load-shed-error.js'
 import type { QueryPhase } from '../errors/query-phase.js'
 import { now } from '../context/monotonic-clock.js'
-import { currentQueryContext } from '../context/query-context.js'
+import { currentBudget, currentRank, refusalToStart } from '../context/query-budget.js'
 import { PolicyRegistry } from '../context/policy-registry.js'
 import { Canceller, controlClientFactory } from '../connection/canceller.js'
 import { GovernedConnection, type ConnectionServices } from '../connection/governed-connection.js'
@@ -29,6 +29,7 @@ import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
 import { GovernorError } from '../errors/governor-error.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { QueryCanceledError } from '../errors/query-canceled-error.js'
+import { errorForStop } from '../errors/stop-error.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
 import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-config.js'
 import { poolMax } from './pool-max.js'
@@ -178,7 +179,7 @@ export class GovernedDriver implements Driver {
     const startedAt = observed ? now() : 0
     let createMs: number | undefined
     let ticket: AdmissionTicket | undefined
-    const admitted = gate.tryAcquire() || (!options?.signal && gate.tryAcquireFor(this.#currentRank()))
+    const admitted = gate.tryAcquire() || (!options?.signal && gate.tryAcquireFor(currentRank(this.#policies)))
     if (admitted && (pool.idleCount ?? 0) > 0 && !options?.signal) {
       // The hot path: a permit and an idle client; no context, no budget, no timer.
       try {
@@ -221,11 +222,6 @@ export class GovernedDriver implements Driver {
     return connection
   }
 
-  /** Criticality rank of the calling code: its context's, else its domain policy's, else the default. */
-  #currentRank(): number {
-    const context = currentQueryContext()
-    return criticalityRank(context?.criticality ?? this.#policies.resolve(context?.domain).criticality)
-  }
 
   /** A query event for work that never reached a statement: refused, expired or aborted while waiting. */
   #reportRefusal(error: unknown, ticket: AdmissionTicket): void {
@@ -258,24 +254,16 @@ export class GovernedDriver implements Driver {
 
   /** The caller's budget and criticality; refuses work that cannot start. Frees the permit it was given when it refuses. */
   #ticket(options: AbortableOperationOptions | undefined, holdsPermit: boolean): AdmissionTicket {
-    const context = currentQueryContext()
-    const startedAt = now()
-    const policy = this.#policies.resolve(context?.domain)
-    const policyDeadline = policy.timeoutMs === undefined ? Infinity : startedAt + policy.timeoutMs
-    const deadline = Math.min(context?.deadline ?? Infinity, policyDeadline)
-    const aborted = context?.abortedSignal() ?? (options?.signal?.aborted ? options.signal : undefined)
-    let refusal: Error | undefined
-    if (aborted) refusal = new QueryCanceledError({ phase: 'before_start', reason: aborted.reason, waitedMs: 0, ranMs: 0 })
-    else if (deadline <= startedAt) refusal = new DeadlineExceededError({ phase: 'before_start', budgetMs: 0, waitedMs: 0, ranMs: 0 })
-    const criticality = context?.criticality ?? policy.criticality
+    const budget = currentBudget(this.#policies)
     const ticket: AdmissionTicket = {
-      rank: criticalityRank(criticality),
-      criticality,
-      deadline,
-      startedAt,
-      context,
+      rank: criticalityRank(budget.criticality),
+      criticality: budget.criticality,
+      deadline: budget.deadline,
+      startedAt: budget.startedAt,
+      context: budget.context,
       signal: options?.signal,
     }
+    const refusal = refusalToStart(budget, options?.signal)
     if (refusal) {
       if (holdsPermit) this.#gate?.abandon()
       this.#reportRefusal(refusal, ticket)
@@ -283,6 +271,7 @@ export class GovernedDriver implements Driver {
     }
     return ticket
   }
+
 
   async #admit(gate: AdmissionGate, ticket: AdmissionTicket): Promise<void> {
     try {
@@ -334,10 +323,7 @@ export class GovernedDriver implements Driver {
         },
         () => {},
       )
-      const waitedMs = now() - ticket.startedAt
-      return cause.kind === 'deadline'
-        ? new DeadlineExceededError({ phase: 'waiting', budgetMs: ticket.deadline - ticket.startedAt, waitedMs, ranMs: 0 })
-        : new QueryCanceledError({ phase: 'waiting', reason: cause.reason, waitedMs, ranMs: 0 })
+      return errorForStop(cause, { phase: 'waiting', budgetMs: ticket.deadline - ticket.startedAt, waitedMs: now() - ticket.startedAt, ranMs: 0 })
     })
     return race.promise
   }
