@@ -2,7 +2,10 @@ import type { CompiledQuery, ControlConnectionProvider, DatabaseConnection, Quer
 import { deadlineTimer, type DeadlineLink, type DeadlineWatcher } from '../context/deadline-timer.js'
 import { now } from '../context/monotonic-clock.js'
 import { currentBudget, refusalToStart, type QueryBudget as Budget } from '../context/query-budget.js'
+import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
+import { QueryCanceledError } from '../errors/query-canceled-error.js'
 import { errorForStop, type StopCause } from '../errors/stop-error.js'
+import type { QueryPhase } from '../errors/query-phase.js'
 import { traceOf, traceparent } from '../context/trace-context.js'
 import type { AbortWatcher } from '../context/query-context.js'
 import type { PolicyRegistry } from '../context/policy-registry.js'
@@ -132,14 +135,21 @@ export class GovernedConnection implements DatabaseConnection {
     const text = this.#textOf(compiledQuery.sql, budget)
     const cursor: PgCursor<R> = this.#client.query(new Cursor<R>(text, compiledQuery.parameters.slice()))
     const watch = new StreamWatch(this, budget)
+    let failure: unknown
     try {
       for (;;) {
         const rows = await watch.read(() => this.#track(cursor.read(chunkSize)))
         if (rows.length === 0) break
         yield { rows }
       }
+    } catch (error) {
+      failure = error
+      throw error
     } finally {
       watch.detach()
+      const outcome: QueryOutcome =
+        failure === undefined ? 'ok' : failure instanceof DeadlineExceededError ? 'deadline_exceeded' : failure instanceof QueryCanceledError ? 'canceled' : 'error'
+      reportStatement(this, budget, watch.sentAt, outcome, failure, compiledQuery.queryId?.queryId, text)
       if (watch.stopped) {
         // The cancel is draining: close the cursor after it, off the caller's path.
         void this.#afterSettling(() => cursor.close())
@@ -313,7 +323,10 @@ export class GovernedConnection implements DatabaseConnection {
    */
   #prepare(budget: Budget): Promise<void> | undefined {
     const refusal = refusalToStart(budget)
-    if (refusal) throw refusal
+    if (refusal) {
+      reportStatement(this, budget, budget.startedAt, refusal instanceof QueryCanceledError ? 'canceled' : 'deadline_exceeded', refusal, undefined, undefined, 'before_start')
+      throw refusal
+    }
     const remaining = budget.remainingMs
     const status = this.#transactionStatus()
     if (status === 'E') return undefined // Every statement but rollback fails here anyway; a SET would too.
@@ -475,24 +488,7 @@ class StatementRun<R> implements InFlight, DeadlineWatcher, AbortWatcher {
   }
 
   #report(outcome: QueryOutcome, error: unknown): void {
-    const { events } = this.#connection
-    if (!events.has('query')) return
-    const budget = this.#budget
-    events.emit('query', {
-      outcome,
-      criticality: budget.criticality,
-      domain: budget.domain,
-      phase: 'running',
-      budgetMs: budget.remainingMs,
-      waitedMs: this.#sentAt - budget.startedAt,
-      ranMs: now() - this.#sentAt,
-      pid: this.#connection.pid,
-      sqlState: sqlStateOf(error) ?? sqlStateOf((error as { cause?: unknown } | undefined)?.cause),
-      queryId: this.#queryId,
-      sql: this.#sql,
-      context: budget.context,
-      error,
-    })
+    reportStatement(this.#connection, this.#budget, this.#sentAt, outcome, error, this.#queryId, this.#sql)
   }
 
   onDeadline(): void {
@@ -531,7 +527,8 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
   readonly deadline: number
   readonly #connection: GovernedConnection
   readonly #budget: Budget
-  readonly #sentAt = now()
+  /** When the cursor's query was sent (monotonic ms). */
+  readonly sentAt = now()
   #reading: { readonly promise: Promise<unknown>; readonly reject: (error: Error) => void } | undefined
   #stopError: Error | undefined
 
@@ -569,7 +566,7 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
           this.#reading = undefined
           reject(
             isStatementTimeout(error) && now() >= this.deadline - 1
-              ? stoppedWhileRunning({ kind: 'deadline' }, this.#budget, this.#sentAt, error)
+              ? stoppedWhileRunning({ kind: 'deadline' }, this.#budget, this.sentAt, error)
               : error,
           )
         },
@@ -592,7 +589,7 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
 
   #stop(cause: StopCause): void {
     if (this.#stopError) return
-    const error = stoppedWhileRunning(cause, this.#budget, this.#sentAt)
+    const error = stoppedWhileRunning(cause, this.#budget, this.sentAt)
     this.#stopError = error
     this.detach()
     const reading = this.#reading
@@ -603,6 +600,36 @@ class StreamWatch implements DeadlineWatcher, AbortWatcher {
       void this.#connection.cancelInFlight({ whenEnded: () => ended }, cause.kind, false)
     }
   }
+}
+
+/** The `query` event of a statement that ran (or was stopped on the wire); built only when someone listens. */
+function reportStatement(
+  connection: GovernedConnection,
+  budget: Budget,
+  sentAt: number,
+  outcome: QueryOutcome,
+  error: unknown,
+  queryId: string | undefined,
+  sql: string | undefined,
+  phase: QueryPhase = 'running',
+): void {
+  const { events } = connection
+  if (!events.has('query')) return
+  events.emit('query', {
+    outcome,
+    criticality: budget.criticality,
+    domain: budget.domain,
+    phase,
+    budgetMs: budget.remainingMs,
+    waitedMs: sentAt - budget.startedAt,
+    ranMs: now() - sentAt,
+    pid: connection.pid,
+    sqlState: sqlStateOf(error) ?? sqlStateOf((error as { cause?: unknown } | undefined)?.cause),
+    queryId,
+    sql,
+    context: budget.context,
+    error,
+  })
 }
 
 /** The typed error for a statement stopped on the wire, with where its time went. */

@@ -1,7 +1,7 @@
 import Cursor from 'pg-cursor'
 import { sql } from 'kysely'
 import { afterAll, describe, expect, it } from 'vitest'
-import { DeadlineExceededError, QueryCanceledError, withQueryContext, type CancelEvent } from '../../src/index.js'
+import { DeadlineExceededError, QueryCanceledError, withQueryContext, type CancelEvent, type QueryEvent } from '../../src/index.js'
 import { activeWithTag, backend, expectBackendIdle, governed, pidOfRunning, rejectionOf, waitFor } from '../support/governed.js'
 import { useTestDatabase } from '../support/test-database.js'
 
@@ -188,6 +188,35 @@ describe('streaming, stopped between fetches', () => {
     await expectPoolAtRest()
     // Row 3 (a 30 s sleep) was never fetched: no backend is running it.
     expect(await activeWithTag(database, tag)).toEqual([])
+  })
+})
+
+describe('streams in the query events', () => {
+  it('report one event per stream, with its outcome', async () => {
+    const events: QueryEvent[] = []
+    const off = dialect.events.on('query', (event) => {
+      if (event.sql?.includes('stream_events')) events.push(event)
+    })
+    const stream = (signal?: AbortSignal) =>
+      withQueryContext({ signal }, async () => {
+        for await (const row of db
+          .selectFrom(sql<{ n: number }>`(select n as stream_events from generate_series(1, 3) as n)`.as('t'))
+          .select('stream_events')
+          .stream(1)) {
+          expect(row.stream_events).toBeGreaterThan(0)
+        }
+      })
+    await stream()
+    off()
+    const controller = new AbortController()
+    controller.abort()
+    expect(events.map((event) => [event.outcome, event.phase])).toEqual([['ok', 'running']])
+    // The aborted one is refused before anything is sent: one event, without SQL (nothing ran).
+    const refused: QueryEvent[] = []
+    const off2 = dialect.events.on('query', (event) => refused.push(event))
+    await rejectionOf(stream(controller.signal))
+    off2()
+    expect(refused.map((event) => [event.outcome, event.phase])).toEqual([['canceled', 'before_start']])
   })
 })
 
