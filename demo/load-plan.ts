@@ -5,6 +5,7 @@
  * doing), CRITICAL_SHARE of them critical, CLIENT_ABORT_SHARE of them
  * abandoned by their client after a random delay.
  */
+import { seededRandom } from '../test/support/seeded-random.js'
 import {
   CLIENT_ABORT_AFTER_MS,
   CLIENT_ABORT_SHARE,
@@ -34,18 +35,6 @@ export interface LoadPlan {
   /** When the slow phase starts, from the start of the run. */
   readonly slowFromMs: number
   readonly requests: readonly PlannedRequest[]
-}
-
-/** mulberry32: a small seeded PRNG. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 export function planLoad(durationSeconds: number): LoadPlan {

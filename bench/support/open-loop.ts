@@ -1,3 +1,4 @@
+export { seededRandom } from '../../test/support/seeded-random.js'
 /**
  * Open-loop load: requests start at a fixed rate whatever happens to the ones
  * already running (a closed loop slows down with the system under test and so
@@ -58,14 +59,3 @@ export function fixedRateArrivals(rate: number, total: number, fire: (index: num
   })
 }
 
-/** A small seeded PRNG (mulberry32): the same sequence for every setup of a run. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}

@@ -2,6 +2,7 @@ import { sql } from 'kysely'
 import { afterAll, describe, expect, it } from 'vitest'
 import { DeadlineExceededError, LoadShedError, QueryCanceledError, withQueryContext, type CancelEvent } from '../../src/index.js'
 import { governed, sleep, waitFor } from '../support/governed.js'
+import { seededRandom } from '../support/seeded-random.js'
 import { useTestDatabase } from '../support/test-database.js'
 
 const database = useTestDatabase()
@@ -12,18 +13,9 @@ const cancels: CancelEvent[] = []
 dialect.events.on('cancel', (event) => cancels.push(event))
 afterAll(() => db.destroy())
 
-/** A deterministic generator, so a failure can be replayed. */
-function random(seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state * 1664525 + 1013904223) >>> 0
-    return state / 2 ** 32
-  }
-}
-
 describe('invariants 2 and 4: a storm of short queries with random aborts and deadlines', () => {
   it('cancels only what was aborted, leaks nothing, and never exceeds pool max + control on the server', async () => {
-    const next = random(20261122)
+    const next = seededRandom(20261122)
     const total = 2_500
     const concurrency = 40
     const outcomes = { ok: 0, canceledAborted: 0, deadline: 0, shed: 0, wronglyCanceled: 0, otherErrors: [] as unknown[] }
