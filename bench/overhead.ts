@@ -1,46 +1,56 @@
 /**
- * Claim: "a pass-through must cost nothing measurable".
+ * Claim: "a pass-through must cost nothing measurable, and a deadline little".
  *
  * `select 1` throughput and latency, closed loop, at concurrency 1 and 16, on
- * one server, for:
- *   - plain     Kysely's PostgresDialect                                  (the baseline)
- *   - governed  GovernedPostgresDialect, default config, no context       (target: throughput >= 0.98 x plain)
- *   - deadline  governed, each query inside withQueryContext({ timeoutMs: 5000 })
- *                                                                          (target: throughput >= 0.95 x plain)
+ * one server, for each Node runtime in BENCH_NODES (default: the current one):
+ *   - plain       Kysely's PostgresDialect                                  (the baseline)
+ *   - governed    GovernedPostgresDialect, default config, no context       (target: throughput >= 0.98 x plain)
+ *   - deadline    governed, each query inside withQueryContext({ timeoutMs: 5000 })
+ *                                                                            (target: throughput >= 0.95 x plain)
+ *   - plain+ALS   plain, each query inside AsyncLocalStorage.run(): no target; the floor that
+ *                 any AsyncLocalStorage-based context pays on that runtime (see node-runtimes.ts:
+ *                 up to Node 22 every promise in the process then runs async_hooks code)
  * Each setup runs in a child process of its own (bench/support/setup-worker.ts)
  * with its own pg.Pool, same settings (max 16): no setup inherits another's
- * heap, JIT state or AsyncLocalStorage hooks. After a
- * warm-up of every setup, the setups run in alternating rounds (order rotated
- * each round); the figures are the medians over rounds, and the ratio is
- * median(governed) / median(plain). The median of the per-round paired
- * ratios is printed too, as a check on drift.
+ * heap, JIT state or AsyncLocalStorage hooks. After a warm-up of every setup,
+ * the setups (of every runtime) run in alternating rounds, order rotated each
+ * round. The machine's speed drifts over seconds (a shared 2-core VM: one
+ * setup's ops/s moves by 30% between rounds), so the verdict is the median of
+ * the per-round paired ratios, each comparing two runs at most one round
+ * apart; the interquartile range of those ratios is printed beside it, and the
+ * ratio of the medians too.
  *
  * Note: with the default config every governed statement already carries the
  * default policy's 30 s budget (defaultTimeoutMs), so "governed" runs the
- * deadline machinery too. `BENCH_OVERHEAD_EXTRA=1` adds two diagnostic setups
- * (no target): governed with `defaultTimeoutMs: null` (no deadline at all),
- * and plain with each query inside `AsyncLocalStorage.run()` (the floor any
- * ALS-based context propagation costs on this Node version).
+ * deadline machinery too. `BENCH_OVERHEAD_EXTRA=1` adds "governed, no policy"
+ * (`defaultTimeoutMs: null`, no deadline at all; no target).
  *
  * The library is measured as compiled by tsc (BENCH_LIB=build, default) or
  * from src/ through tsx (BENCH_LIB=src); see bench/support/lib.ts.
  *
- * Knobs: BENCH_ROUNDS (6), BENCH_ROUND_MS (1500), BENCH_WARMUP_MS (1000),
- * BENCH_CONCURRENCIES (1,16), BENCH_POOL_MAX (16), BENCH_OVERHEAD_EXTRA,
- * BENCH_LIB, PG_BENCH_URL, BENCH_STRICT, BENCH_MAX_SECONDS.
+ * By default the server runs on CPU 0 and every measured client on CPU 1
+ * (bench/support/cpu-pinning.ts): steadier rounds, and the client's core is
+ * the bottleneck, so the library's cost shows in full; BENCH_PIN=0 turns that off.
+ *
+ * Knobs: BENCH_NODES (current; e.g. current,22+acf,24), BENCH_PIN (1), BENCH_ROUNDS (16),
+ * BENCH_ROUND_MS (500), BENCH_WARMUP_MS (1000), BENCH_CONCURRENCIES (1,16),
+ * BENCH_POOL_MAX (16), BENCH_OVERHEAD_EXTRA, BENCH_LIB, PG_BENCH_URL,
+ * BENCH_STRICT, BENCH_MAX_SECONDS.
  *
  *   npx tsx bench/overhead.ts      (npm run bench:overhead)
  */
-import { isolatedSetup, type IsolatedSetup } from './support/isolated.js'
-import { alternatingRounds, MEDIAN_HEADERS, medianCells, pairedRatio, type SetupRounds } from './support/load.js'
+import { isolatedSetup, type IsolatedSetup, type SetupKind } from './support/isolated.js'
+import { alternatingRounds, MEDIAN_HEADERS, medianCells, pairedRatio, pairedRatioSpread, type SetupRounds } from './support/load.js'
 import { envFlag, envInt, knobs } from './support/env.js'
 import { check, fmt, fmtInt, printChecks, printTable, type Check } from './support/format.js'
+import { pinningWanted, pinServer } from './support/cpu-pinning.js'
 import { governorLabel } from './support/lib.js'
+import { nodeRuntimes, type NodeRuntime } from './support/node-runtimes.js'
 import { machine, writeResults } from './support/results.js'
 import { runBench } from './support/run.js'
 
-const ROUNDS = envInt('BENCH_ROUNDS', 6)
-const ROUND_MS = envInt('BENCH_ROUND_MS', 1500)
+const ROUNDS = envInt('BENCH_ROUNDS', 16)
+const ROUND_MS = envInt('BENCH_ROUND_MS', 500)
 const WARMUP_MS = envInt('BENCH_WARMUP_MS', 1000)
 const POOL_MAX = envInt('BENCH_POOL_MAX', 16)
 const CONCURRENCIES = (process.env['BENCH_CONCURRENCIES'] ?? '1,16').split(',').map((s) => {
@@ -49,47 +59,61 @@ const CONCURRENCIES = (process.env['BENCH_CONCURRENCIES'] ?? '1,16').split(',').
   return n
 })
 const DEADLINE_MS = 5000
-const TARGET_PASSTHROUGH = 0.98
-const TARGET_DEADLINE = 0.95
+const TARGETS: Partial<Record<SetupKind, number>> = { governed: 0.98, deadline: 0.95 }
+const KINDS: readonly { readonly kind: SetupKind; readonly name: string }[] = [
+  { kind: 'plain', name: 'plain' },
+  { kind: 'governed', name: 'governed' },
+  { kind: 'deadline', name: 'deadline' },
+  { kind: 'plain-als', name: 'plain+ALS' },
+  ...(envFlag('BENCH_OVERHEAD_EXTRA') ? [{ kind: 'governed-no-policy' as const, name: 'governed, no policy' }] : []),
+]
+
+interface RuntimeSetup {
+  readonly runtime: NodeRuntime
+  readonly kind: SetupKind
+  readonly setup: IsolatedSetup
+}
 
 runBench('overhead', async (server) => {
-  const options = { url: server.url, poolMax: POOL_MAX }
-  const setups: IsolatedSetup[] = [
-    await isolatedSetup('plain', 'plain', options),
-    await isolatedSetup('governed', 'governed', options),
-    await isolatedSetup('deadline', 'deadline', { ...options, timeoutMs: DEADLINE_MS }),
-  ]
-  if (envFlag('BENCH_OVERHEAD_EXTRA')) {
-    setups.push(await isolatedSetup('governed, no policy', 'governed-no-policy', options))
-    setups.push(await isolatedSetup('plain + ALS.run', 'plain-als', options))
+  const runtimes = nodeRuntimes()
+  const pinning = pinningWanted() ? await pinServer(server.url) : undefined
+  const options = { url: server.url, poolMax: POOL_MAX, timeoutMs: DEADLINE_MS, pin: pinning !== undefined }
+  const all: RuntimeSetup[] = []
+  for (const runtime of runtimes) {
+    const suffix = runtimes.length > 1 ? ` @${runtime.label}` : ''
+    for (const { kind, name } of KINDS) all.push({ runtime, kind, setup: await isolatedSetup(`${name}${suffix}`, kind, { ...options, runtime }) })
   }
 
   console.log(
     `select 1, pool max ${POOL_MAX} per setup, ${ROUNDS} alternating rounds of ${ROUND_MS} ms per setup after ${WARMUP_MS} ms warm-up, concurrency ${CONCURRENCIES.join(' and ')}`,
   )
+  console.log(`  CPU pinning: ${pinning?.description ?? 'off (BENCH_PIN=0)'}`)
+  for (const runtime of runtimes) {
+    console.log(`  ${runtime.label}: ${runtime.version} ${runtime.execPath}${runtime.execArgv.length ? ` ${runtime.execArgv.join(' ')}` : ''}; AsyncLocalStorage on ${runtime.asyncContextFrame ? 'async context frames' : 'async_hooks promise hooks'}`)
+  }
   const byConcurrency: { concurrency: number; setups: SetupRounds[] }[] = []
   const checks: Check[] = []
   try {
     for (const concurrency of CONCURRENCIES) {
       process.stdout.write(`concurrency ${concurrency}: warm-up`)
-      const results = await alternatingRounds(setups, {
-        concurrency,
-        rounds: ROUNDS,
-        roundMs: ROUND_MS,
-        warmupMs: WARMUP_MS,
-        onRound: (round) => process.stdout.write(` r${round + 1}`),
-      })
+      const results = await alternatingRounds(
+        all.map((s) => s.setup),
+        { concurrency, rounds: ROUNDS, roundMs: ROUND_MS, warmupMs: WARMUP_MS, onRound: (round) => process.stdout.write(` r${round + 1}`) },
+      )
       process.stdout.write('\n')
       byConcurrency.push({ concurrency, setups: results })
-      const base = results[0] as SetupRounds
+      const resultOf = (s: RuntimeSetup): SetupRounds => results[all.indexOf(s)] as SetupRounds
+      const baseOf = (s: RuntimeSetup): SetupRounds => resultOf(all.find((b) => b.runtime === s.runtime && b.kind === 'plain') as RuntimeSetup)
       printTable(
-        `concurrency ${concurrency} — medians over ${ROUNDS} rounds`,
-        [...MEDIAN_HEADERS, 'ops/s vs plain', 'paired ratio'],
-        results.map((r) => [
-          ...medianCells(r),
-          r === base ? '1.000' : fmt(r.medianThroughput / base.medianThroughput, 3),
-          r === base ? '1.000' : fmt(pairedRatio(r, base), 3),
-        ]),
+        `concurrency ${concurrency} — medians over ${ROUNDS} rounds; ratios against plain on the same runtime`,
+        [...MEDIAN_HEADERS, 'ratio of medians', 'paired ratio', 'paired p25-p75'],
+        all.map((s) => {
+          const r = resultOf(s)
+          const base = baseOf(s)
+          if (r === base) return [...medianCells(r), '1.000', '1.000', '-']
+          const spread = pairedRatioSpread(r, base)
+          return [...medianCells(r), fmt(r.medianThroughput / base.medianThroughput, 3), fmt(spread.median, 3), `${fmt(spread.p25, 3)}-${fmt(spread.p75, 3)}`]
+        }),
       )
       printTable(
         `concurrency ${concurrency} — ops/s per round`,
@@ -100,17 +124,19 @@ runBench('overhead', async (server) => {
         const firstError = r.rounds.find((x) => x.firstError)?.firstError
         if (firstError) console.log(`  ${r.name}: ${r.errors} errors, first: ${firstError}`)
       }
-      const byName = (name: string): SetupRounds => results.find((r) => r.name === name) as SetupRounds
-      checks.push(
-        check(`c=${concurrency} governed/plain ops/s`, byName('governed').medianThroughput / base.medianThroughput, '>=', TARGET_PASSTHROUGH, 'x'),
-        check(`c=${concurrency} deadline/plain ops/s`, byName('deadline').medianThroughput / base.medianThroughput, '>=', TARGET_DEADLINE, 'x'),
-      )
+      for (const s of all) {
+        const target = TARGETS[s.kind]
+        if (target === undefined) continue
+        const where = runtimes.length > 1 ? `${s.runtime.label} ` : ''
+        checks.push(check(`${where}c=${concurrency} ${s.kind}/plain ops/s (paired)`, pairedRatio(resultOf(s), baseOf(s)), '>=', target, 'x'))
+      }
     }
   } finally {
-    await Promise.all(setups.map((setup) => setup.close()))
+    await Promise.all(all.map((s) => s.setup.close()))
+    pinning?.release()
   }
 
-  const sets = Object.fromEntries(setups.slice(1).map((setup) => [setup.name, setup.sets()]))
+  const sets = Object.fromEntries(all.filter((s) => s.kind !== 'plain' && s.kind !== 'plain-als').map((s) => [s.setup.name, s.setup.sets()]))
   console.log(
     `\nstatement_timeout SETs sent during the whole run (warm-ups included): ${Object.entries(sets)
       .map(([name, n]) => `${name} ${n}`)
@@ -124,21 +150,29 @@ runBench('overhead', async (server) => {
     machine: machine(),
     server: { version: server.version, source: server.source },
     library: governorLabel(),
+    pinning: pinning?.description ?? 'off',
+    runtimes: runtimes.map(({ label, version, execArgv, asyncContextFrame }) => ({ label, version, execArgv, asyncContextFrame })),
     settings: { rounds: ROUNDS, roundMs: ROUND_MS, warmupMs: WARMUP_MS, poolMax: POOL_MAX, concurrencies: CONCURRENCIES, deadlineMs: DEADLINE_MS },
-    knobs: knobs(['BENCH_ROUNDS', 'BENCH_ROUND_MS', 'BENCH_WARMUP_MS', 'BENCH_CONCURRENCIES', 'BENCH_POOL_MAX', 'BENCH_OVERHEAD_EXTRA', 'BENCH_LIB', 'PG_BENCH_URL']),
+    knobs: knobs(['BENCH_NODES', 'BENCH_PIN', 'BENCH_ROUNDS', 'BENCH_ROUND_MS', 'BENCH_WARMUP_MS', 'BENCH_CONCURRENCIES', 'BENCH_POOL_MAX', 'BENCH_OVERHEAD_EXTRA', 'BENCH_LIB', 'PG_BENCH_URL']),
     results: byConcurrency.map(({ concurrency, setups: list }) => ({
       concurrency,
-      setups: list.map((r) => ({
-        name: r.name,
-        medianThroughput: r.medianThroughput,
-        medianP50Ms: r.medianP50,
-        medianP99Ms: r.medianP99,
-        medianClientCpuUsPerOp: r.medianCpuUsPerOp,
-        ratioVsPlain: r.medianThroughput / (list[0] as SetupRounds).medianThroughput,
-        pairedRatioVsPlain: pairedRatio(r, list[0] as SetupRounds),
-        errors: r.errors,
-        rounds: r.rounds,
-      })),
+      setups: all.map((s, i) => {
+        const r = list[i] as SetupRounds
+        const base = list[all.findIndex((b) => b.runtime === s.runtime && b.kind === 'plain')] as SetupRounds
+        return {
+          name: r.name,
+          runtime: s.runtime.label,
+          kind: s.kind,
+          medianThroughput: r.medianThroughput,
+          medianP50Ms: r.medianP50,
+          medianP99Ms: r.medianP99,
+          medianClientCpuUsPerOp: r.medianCpuUsPerOp,
+          ratioOfMediansVsPlain: r.medianThroughput / base.medianThroughput,
+          pairedRatioVsPlain: pairedRatioSpread(r, base),
+          errors: r.errors,
+          rounds: r.rounds,
+        }
+      }),
     })),
     statementTimeoutSets: sets,
     checks,
@@ -146,4 +180,3 @@ runBench('overhead', async (server) => {
   console.log(`\nfigures written to ${path}`)
   return { allPassed: checks.every((c) => c.pass) }
 })
-

@@ -13,9 +13,13 @@
  *                                                                       (target: ops/s >= 0.97 x off)
  * Each setup runs in a child process of its own (bench/support/telemetry-worker.ts)
  * with its own pg.Pool, same settings (max 16). After a warm-up of every
- * setup, the setups run in alternating rounds (order rotated each round); the
- * figures are medians over rounds, the ratio is median(on) / median(off), and
- * the median of the per-round paired ratios is printed as a check on drift.
+ * setup, the setups run in alternating rounds (order rotated each round). The
+ * machine's speed drifts over seconds, so the verdict is the median of the
+ * per-round paired ratios on/off (two runs at most one round apart), printed
+ * with their interquartile range; the ratio of the medians is printed too.
+ * By default the server runs on CPU 0 and every measured client on CPU 1
+ * (bench/support/cpu-pinning.ts): the client's core is then the bottleneck and
+ * the telemetry's cost shows in full; BENCH_PIN=0 turns that off.
  *
  * The scraper's timer runs for the whole life of the worker at a fixed phase
  * and scrapes only while a round is in progress, so a round of R ms holds
@@ -30,7 +34,7 @@
  * as in dist/) or from src/ through tsx (BENCH_LIB=src); see
  * bench/support/lib.ts and bench/support/telemetry-lib.ts.
  *
- * Knobs: BENCH_ROUNDS (7), BENCH_ROUND_MS (1500), BENCH_WARMUP_MS (1000),
+ * Knobs: BENCH_PIN (1), BENCH_ROUNDS (20), BENCH_ROUND_MS (500), BENCH_WARMUP_MS (1000),
  * BENCH_CONCURRENCIES (1,16), BENCH_POOL_MAX (16), BENCH_SCRAPE_MS (1000),
  * BENCH_SLOW_QUERY_MS (1000), BENCH_TELEMETRY_EXTRA=1 (adds "metrics only" and
  * "logging only" setups, no target), BENCH_TELEMETRY_PROFILE=1 (runs the
@@ -45,9 +49,10 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { alternatingRounds, MEDIAN_HEADERS, medianCells, pairedRatio, type SetupRounds } from './support/load.js'
+import { alternatingRounds, MEDIAN_HEADERS, medianCells, pairedRatio, pairedRatioSpread, type SetupRounds } from './support/load.js'
 import { envFlag, envInt, knobs } from './support/env.js'
 import { check, fmt, fmtInt, printChecks, printTable, type Check } from './support/format.js'
+import { pinningWanted, pinServer } from './support/cpu-pinning.js'
 import { governorLabel } from './support/lib.js'
 import { machine, writeResults } from './support/results.js'
 import { runBench } from './support/run.js'
@@ -55,8 +60,8 @@ import { median } from './support/stats.js'
 import { summarizeCpuProfile, type FrameFilter, type ProfileSummary } from './support/telemetry-profile.js'
 import { telemetrySetup, type ScrapeStats, type TelemetryKind, type TelemetrySetup, type TelemetryTotals } from './support/telemetry-setup.js'
 
-const ROUNDS = envInt('BENCH_ROUNDS', 7)
-const ROUND_MS = envInt('BENCH_ROUND_MS', 1500)
+const ROUNDS = envInt('BENCH_ROUNDS', 20)
+const ROUND_MS = envInt('BENCH_ROUND_MS', 500)
 const WARMUP_MS = envInt('BENCH_WARMUP_MS', 1000)
 const POOL_MAX = envInt('BENCH_POOL_MAX', 16)
 const SCRAPE_MS = envInt('BENCH_SCRAPE_MS', 1000)
@@ -97,6 +102,10 @@ const PROFILE_FILTERS: FrameFilter[] = [
   { label: 'pino + sonic-boom, anywhere', match: (f) => /\/node_modules\/(pino|sonic-boom|thread-stream)/.test(f.url) },
 ]
 
+function spreadCell(spread: { readonly p25: number; readonly p75: number }): string {
+  return `${fmt(spread.p25, 3)}-${fmt(spread.p75, 3)}`
+}
+
 runBench('telemetry', async (server) => {
   const workDir = mkdtempSync(join(tmpdir(), 'pg-governor-bench-telemetry-'))
   const options = { url: server.url, poolMax: POOL_MAX, slowQueryMs: SLOW_QUERY_MS, scrapeMs: SCRAPE_MS }
@@ -105,11 +114,12 @@ runBench('telemetry', async (server) => {
   const totals = new Map<string, TelemetryTotals>()
   const byConcurrency: { concurrency: number; setups: SetupRounds[]; scrapes: Map<string, ScrapeStats[]> }[] = []
   const checks: Check[] = []
+  const pinning = pinningWanted() ? await pinServer(server.url) : undefined
   try {
     for (const { name, kind } of SETUPS) {
       const profiled = PROFILE && kind !== 'plain'
       const execArgv = profiled ? ['--cpu-prof', `--cpu-prof-dir=${profileDir(kind)}`, `--cpu-prof-interval=${PROFILE_INTERVAL_US}`] : []
-      setups.push(await telemetrySetup(name, kind, { ...options, logFile: join(workDir, `${kind}.log`) }, execArgv))
+      setups.push(await telemetrySetup(name, kind, { ...options, logFile: join(workDir, `${kind}.log`) }, execArgv, pinning !== undefined))
     }
     console.log(
       `select 1, pool max ${POOL_MAX} per setup, ${ROUNDS} alternating rounds of ${ROUND_MS} ms per setup after ${WARMUP_MS} ms warm-up, concurrency ${CONCURRENCIES.join(' and ')}`,
@@ -117,6 +127,7 @@ runBench('telemetry', async (server) => {
     console.log(
       `on = registerPrometheusMetrics into a fresh Registry, scraped every ${SCRAPE_MS} ms during its rounds + pino level info to ${join(workDir, 'on.log')} (sync: false), slowQueryMs ${SLOW_QUERY_MS}`,
     )
+    console.log(`CPU pinning: ${pinning?.description ?? 'off (BENCH_PIN=0)'}`)
     if (PROFILE) console.log(`PROFILED RUN (--cpu-prof every ${PROFILE_INTERVAL_US} us in the governed workers): the ratios below are no verdict`)
 
     for (const concurrency of CONCURRENCIES) {
@@ -139,11 +150,12 @@ runBench('telemetry', async (server) => {
       const on = byName('on')
       printTable(
         `concurrency ${concurrency} — medians over ${ROUNDS} rounds`,
-        [...MEDIAN_HEADERS, 'ops/s vs off', 'paired vs off', 'ops/s vs plain', 'paired vs plain'],
+        [...MEDIAN_HEADERS, 'ops/s vs off', 'paired vs off', 'paired p25-p75', 'ops/s vs plain', 'paired vs plain'],
         results.map((r) => [
           ...medianCells(r),
           r === plain ? '-' : fmt(r.medianThroughput / off.medianThroughput, 3),
           r === plain || r === off ? '-' : fmt(pairedRatio(r, off), 3),
+          r === plain || r === off ? '-' : spreadCell(pairedRatioSpread(r, off)),
           r === plain ? '-' : fmt(r.medianThroughput / plain.medianThroughput, 3),
           r === plain ? '-' : fmt(pairedRatio(r, plain), 3),
         ]),
@@ -178,10 +190,11 @@ runBench('telemetry', async (server) => {
         const firstError = r.rounds.find((x) => x.firstError)?.firstError
         if (firstError) console.log(`  ${r.name}: ${r.errors} errors, first: ${firstError}`)
       }
-      checks.push(check(`c=${concurrency} on/off ops/s`, on.medianThroughput / off.medianThroughput, '>=', TARGET, 'x'))
+      checks.push(check(`c=${concurrency} on/off ops/s (paired)`, pairedRatio(on, off), '>=', TARGET, 'x'))
     }
   } finally {
     for (const setup of setups) totals.set(setup.name, await setup.close())
+    pinning?.release()
   }
 
   // Did the telemetry do its job? (Otherwise the "on" figures would measure nothing.)
@@ -271,6 +284,7 @@ runBench('telemetry', async (server) => {
     machine: machine(),
     server: { version: server.version, source: server.source },
     library: governorLabel(),
+    pinning: pinning?.description ?? 'off',
     settings: {
       rounds: ROUNDS,
       roundMs: ROUND_MS,
@@ -283,6 +297,7 @@ runBench('telemetry', async (server) => {
       profiled: PROFILE,
     },
     knobs: knobs([
+      'BENCH_PIN',
       'BENCH_ROUNDS',
       'BENCH_ROUND_MS',
       'BENCH_WARMUP_MS',
@@ -308,7 +323,7 @@ runBench('telemetry', async (server) => {
           medianP99Ms: r.medianP99,
           medianClientCpuUsPerOp: r.medianCpuUsPerOp,
           ratioVsOff: r.medianThroughput / off.medianThroughput,
-          pairedRatioVsOff: pairedRatio(r, off),
+          pairedRatioVsOff: pairedRatioSpread(r, off),
           ratioVsPlain: r.medianThroughput / plain.medianThroughput,
           pairedRatioVsPlain: pairedRatio(r, plain),
           errors: r.errors,

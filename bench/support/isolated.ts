@@ -1,6 +1,8 @@
 import { fork, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { RunResult, Setup } from './load.js'
+import { CLIENT_CPU, pinProcess } from './cpu-pinning.js'
+import type { NodeRuntime } from './node-runtimes.js'
 
 export type SetupKind = 'plain' | 'plain-als' | 'governed' | 'governed-no-policy' | 'deadline'
 
@@ -26,10 +28,21 @@ const WORKER = fileURLToPath(new URL('./setup-worker.ts', import.meta.url))
 
 /**
  * Forks a worker for one setup. The child inherits this process's execArgv,
- * so it runs under the same tsx loader.
+ * so it runs under the same tsx loader, on `options.runtime` when given (see
+ * node-runtimes.ts), else on this process's Node; with `pin`, on the
+ * client's CPU (see cpu-pinning.ts).
  */
-export async function isolatedSetup(name: string, kind: SetupKind, options: { url: string; poolMax: number; timeoutMs?: number }): Promise<IsolatedSetup> {
-  const child = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+export async function isolatedSetup(
+  name: string,
+  kind: SetupKind,
+  options: { url: string; poolMax: number; timeoutMs?: number; runtime?: NodeRuntime; pin?: boolean },
+): Promise<IsolatedSetup> {
+  const { runtime } = options
+  const child = fork(WORKER, [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    ...(runtime ? { execPath: runtime.execPath, execArgv: [...process.execArgv, ...runtime.execArgv] } : {}),
+  })
+  if (options.pin && child.pid !== undefined) pinProcess(child.pid, CLIENT_CPU)
   let sets = 0
   let pending: { resolve: (reply: WorkerReply) => void; reject: (error: Error) => void } | undefined
   child.on('message', (reply: WorkerReply) => {

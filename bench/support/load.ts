@@ -1,5 +1,5 @@
 import { fmt, fmtInt } from './format.js'
-import { median, summarize } from './stats.js'
+import { median, quantile, sortedCopy, summarize } from './stats.js'
 
 /** One way of running the measured operation. */
 export interface Setup {
@@ -112,9 +112,20 @@ export async function alternatingRounds(
   })
 }
 
-/** Median over rounds of a/b, pairing round i of `a` with round i of `b` (they ran back to back). */
+/** Per-round a/b, pairing round i of `a` with round i of `b` (they ran within one round of each other). */
+export function pairedRatios(a: SetupRounds, b: SetupRounds): number[] {
+  return a.rounds.map((r, i) => r.throughput / (b.rounds[i]?.throughput ?? NaN))
+}
+
+/** Median over rounds of a/b (see {@link pairedRatios}): drift of the machine between rounds cancels out. */
 export function pairedRatio(a: SetupRounds, b: SetupRounds): number {
-  return median(a.rounds.map((r, i) => r.throughput / (b.rounds[i]?.throughput ?? NaN)))
+  return median(pairedRatios(a, b))
+}
+
+/** Median and interquartile range of the paired ratios, for a verdict that shows its own noise. */
+export function pairedRatioSpread(a: SetupRounds, b: SetupRounds): { readonly median: number; readonly p25: number; readonly p75: number } {
+  const sorted = sortedCopy(pairedRatios(a, b))
+  return { median: median([...sorted]), p25: quantile(sorted, 0.25), p75: quantile(sorted, 0.75) }
 }
 
 /** Column headers of {@link medianCells}. */

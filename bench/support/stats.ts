@@ -43,3 +43,12 @@ export function median(values: readonly number[]): number {
   const mid = sorted.length >> 1
   return sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
 }
+
+/** Linearly interpolated quantile of an ascending array (q in [0, 1]); NaN when empty. */
+export function quantile(sorted: ArrayLike<number>, q: number): number {
+  if (sorted.length === 0) return NaN
+  const position = (sorted.length - 1) * q
+  const below = Math.floor(position)
+  const above = Math.min(sorted.length - 1, below + 1)
+  return (sorted[below] as number) + ((sorted[above] as number) - (sorted[below] as number)) * (position - below)
+}

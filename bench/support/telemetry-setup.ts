@@ -4,6 +4,7 @@
  * bench/support/isolated.ts drives bench/support/setup-worker.ts.
  */
 import { fork } from 'node:child_process'
+import { CLIENT_CPU, pinProcess } from './cpu-pinning.js'
 import { fileURLToPath } from 'node:url'
 import type { RunResult, Setup } from './load.js'
 
@@ -72,10 +73,18 @@ const WORKER = fileURLToPath(new URL('./telemetry-worker.ts', import.meta.url))
 
 /**
  * Forks a worker for one setup. The child inherits this process's execArgv
- * (the tsx loader) plus `extraExecArgv` (e.g. --cpu-prof).
+ * (the tsx loader) plus `extraExecArgv` (e.g. --cpu-prof); with `pin`, it
+ * runs on the client's CPU (see cpu-pinning.ts).
  */
-export async function telemetrySetup(name: string, kind: TelemetryKind, options: TelemetryOptions, extraExecArgv: readonly string[] = []): Promise<TelemetrySetup> {
+export async function telemetrySetup(
+  name: string,
+  kind: TelemetryKind,
+  options: TelemetryOptions,
+  extraExecArgv: readonly string[] = [],
+  pin = false,
+): Promise<TelemetrySetup> {
   const child = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...process.execArgv, ...extraExecArgv] })
+  if (pin && child.pid !== undefined) pinProcess(child.pid, CLIENT_CPU)
   let pending: { resolve: (reply: TelemetryReply) => void; reject: (error: Error) => void } | undefined
   child.on('message', (reply: TelemetryReply) => {
     const waiter = pending
