@@ -76,6 +76,11 @@ interface RuntimeSetup {
 
 runBench('overhead', async (server) => {
   const runtimes = nodeRuntimes()
+  // Every setup keeps a full pool open (governed ones also a control connection); a server that cannot hold them all would fail rounds.
+  const needed = runtimes.length * KINDS.length * (POOL_MAX + 1) + 1
+  if (needed > server.maxConnections - 3) {
+    throw new Error(`${runtimes.length} runtimes x ${KINDS.length} setups need up to ${needed} connections; the server allows ${server.maxConnections} (list fewer BENCH_NODES or lower BENCH_POOL_MAX)`)
+  }
   const pinning = pinningWanted() ? await pinServer(server.url) : undefined
   const options = { url: server.url, poolMax: POOL_MAX, timeoutMs: DEADLINE_MS, pin: pinning !== undefined }
   const all: RuntimeSetup[] = []

