@@ -36,7 +36,7 @@
  * Needs valgrind (Debian's package, with callgrind_control). A counted run takes
  * about a minute; two run at a time (BENCH_PARALLEL).
  *
- * Knobs: BENCH_NODES (current), BENCH_WARMUP_COUNT (6000), BENCH_COUNT (3000),
+ * Knobs: BENCH_NODES (current), BENCH_KINDS (all; e.g. governed,telemetry-on), BENCH_WARMUP_COUNT (6000), BENCH_COUNT (3000),
  * BENCH_PARALLEL (2), PG_BENCH_URL, BENCH_STRICT, BENCH_MAX_SECONDS (default here 1800).
  *
  *   npx tsx bench/instructions.ts      (npm run bench:instructions)
@@ -62,13 +62,14 @@ const PARALLEL = envInt('BENCH_PARALLEL', 2)
 const CONCURRENCY = 16
 
 const WORKER = fileURLToPath(new URL('./support/instructions-worker.ts', import.meta.url))
-const KINDS: readonly { readonly kind: InstructionKind; readonly name: string }[] = [
+const ALL_KINDS: readonly { readonly kind: InstructionKind; readonly name: string }[] = [
   { kind: 'plain', name: 'plain' },
   { kind: 'plain-als', name: 'plain+ALS' },
   { kind: 'governed', name: 'governed' },
   { kind: 'deadline', name: 'deadline' },
   { kind: 'telemetry-on', name: 'telemetry on' },
 ]
+const KINDS = selectedKinds(process.env['BENCH_KINDS'])
 /** The issues' throughput targets, as the work ratios a client-bound service would need to meet them. */
 const TARGETS: readonly { readonly kind: InstructionKind; readonly base: InstructionKind; readonly throughput: number; readonly issue: string }[] = [
   { kind: 'governed', base: 'plain', throughput: 0.98, issue: 'pass-through' },
@@ -124,6 +125,7 @@ runBench('instructions', async (server) => {
       }),
     )
     for (const target of TARGETS) {
+      if (!KINDS.some((k) => k.kind === target.kind) || !KINDS.some((k) => k.kind === target.base)) continue
       const ratio = perQuery(runtime, target.kind) / perQuery(runtime, target.base)
       checks.push(check(`${runtime.label} ${target.issue}: ${target.kind}/${target.base} instructions`, ratio, '<=', Number((1 / target.throughput).toFixed(3)), 'x'))
     }
@@ -135,7 +137,7 @@ runBench('instructions', async (server) => {
     server: { version: server.version, source: server.source },
     library: governorLabel(),
     settings: { warmup: WARMUP, count: COUNT, concurrency: CONCURRENCY, parallel: PARALLEL },
-    knobs: knobs(['BENCH_NODES', 'BENCH_WARMUP_COUNT', 'BENCH_COUNT', 'BENCH_PARALLEL', 'PG_BENCH_URL']),
+    knobs: knobs(['BENCH_NODES', 'BENCH_KINDS', 'BENCH_WARMUP_COUNT', 'BENCH_COUNT', 'BENCH_PARALLEL', 'PG_BENCH_URL']),
     runs: jobs.map((j) => ({ runtime: j.runtime.label, kind: j.kind, count: COUNT, instructions: j.instructions })),
     results: rows,
     checks,
@@ -143,6 +145,16 @@ runBench('instructions', async (server) => {
   console.log(`\nfigures written to ${path}`)
   return { allPassed: checks.every((c) => c.pass) }
 })
+
+/** The setups to count: all, or those BENCH_KINDS lists (comma-separated kinds). */
+function selectedKinds(spec: string | undefined): readonly { readonly kind: InstructionKind; readonly name: string }[] {
+  if (spec === undefined || spec.trim() === '') return ALL_KINDS
+  const wanted = spec.split(',').map((s) => s.trim())
+  for (const kind of wanted) {
+    if (!ALL_KINDS.some((k) => k.kind === kind)) throw new Error(`BENCH_KINDS: unknown kind ${JSON.stringify(kind)}; known: ${ALL_KINDS.map((k) => k.kind).join(', ')}`)
+  }
+  return ALL_KINDS.filter((k) => wanted.includes(k.kind))
+}
 
 /**
  * Runs the worker once under callgrind, instrumentation on only while it runs
