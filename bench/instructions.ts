@@ -85,9 +85,9 @@ interface Counted {
 
 runBench('instructions', async (server) => {
   if (spawnSync('valgrind', ['--version']).status !== 0) throw new Error('valgrind is not installed (Debian: apt-get install valgrind)')
+  if (spawnSync('callgrind_control', ['--version']).error) throw new Error('callgrind_control (valgrind) is not on the PATH')
   const runtimes = nodeRuntimes()
   const workDir = mkdtempSync(join(tmpdir(), 'pg-governor-bench-instructions-'))
-  if (spawnSync('callgrind_control', ['--version']).error) throw new Error('callgrind_control (valgrind) is not on the PATH')
   const jobs: Counted[] = runtimes.flatMap((runtime) => KINDS.map(({ kind }) => ({ runtime, kind })))
   console.log(
     `select 1 at concurrency ${CONCURRENCY}, pool max 16; instructions counted by callgrind (--single-threaded V8) over ${fmtInt(COUNT)} queries after ${fmtInt(WARMUP)} uncounted; ${jobs.length} counted runs, ${PARALLEL} at a time`,
