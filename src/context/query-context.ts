@@ -57,12 +57,9 @@ export class QueryContext {
   /** The OpenTelemetry span active when the context was made, if tracing is enabled. */
   readonly trace: TraceIds | undefined
   #watchers: Set<AbortWatcher> | undefined
-  #listening = false
+  /** The signals' abort listener while it is added; made on first use, since most contexts never watch a signal. */
+  #onAbort: ((event: Event) => void) | undefined
   #scopeOpen = true
-  readonly #onAbort = (event: Event): void => {
-    const reason = (event.target as AbortSignal).reason
-    for (const watcher of [...(this.#watchers ?? [])]) watcher.onAbort(reason)
-  }
 
   constructor(deadline: number, signals: readonly AbortSignal[], criticality: Criticality | undefined, domain: string | undefined) {
     this.deadline = deadline
@@ -86,9 +83,13 @@ export class QueryContext {
   watch(watcher: AbortWatcher): void {
     if (this.signals.length === 0) return
     ;(this.#watchers ??= new Set()).add(watcher)
-    if (!this.#listening) {
-      this.#listening = true
-      for (const signal of this.signals) signal.addEventListener('abort', this.#onAbort)
+    if (!this.#onAbort) {
+      const onAbort = (event: Event): void => {
+        const reason = (event.target as AbortSignal).reason
+        for (const each of [...(this.#watchers ?? [])]) each.onAbort(reason)
+      }
+      this.#onAbort = onAbort
+      for (const signal of this.signals) signal.addEventListener('abort', onAbort)
     }
   }
 
@@ -103,9 +104,10 @@ export class QueryContext {
   }
 
   #stopListening(): void {
-    if (!this.#listening) return
-    this.#listening = false
-    for (const signal of this.signals) signal.removeEventListener('abort', this.#onAbort)
+    const onAbort = this.#onAbort
+    if (!onAbort) return
+    this.#onAbort = undefined
+    for (const signal of this.signals) signal.removeEventListener('abort', onAbort)
   }
 }
 
