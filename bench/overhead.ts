@@ -41,7 +41,7 @@
  */
 import { isolatedSetup, type IsolatedSetup, type SetupKind } from './support/isolated.js'
 import { alternatingRounds, MEDIAN_HEADERS, medianCells, pairedRatio, pairedRatioSpread, type SetupRounds } from './support/load.js'
-import { envFlag, envInt, knobs } from './support/env.js'
+import { envFlag, envInt, envIntList, knobs } from './support/env.js'
 import { check, fmt, fmtInt, printChecks, printTable, type Check } from './support/format.js'
 import { pinningWanted, pinServer } from './support/cpu-pinning.js'
 import { governorLabel } from './support/lib.js'
@@ -53,11 +53,7 @@ const ROUNDS = envInt('BENCH_ROUNDS', 16)
 const ROUND_MS = envInt('BENCH_ROUND_MS', 500)
 const WARMUP_MS = envInt('BENCH_WARMUP_MS', 1000)
 const POOL_MAX = envInt('BENCH_POOL_MAX', 16)
-const CONCURRENCIES = (process.env['BENCH_CONCURRENCIES'] ?? '1,16').split(',').map((s) => {
-  const n = Number(s.trim())
-  if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_CONCURRENCIES: bad value ${JSON.stringify(s)}`)
-  return n
-})
+const CONCURRENCIES = envIntList('BENCH_CONCURRENCIES', [1, 16])
 const DEADLINE_MS = 5000
 const TARGETS: Partial<Record<SetupKind, number>> = { governed: 0.98, deadline: 0.95 }
 const KINDS: readonly { readonly kind: SetupKind; readonly name: string }[] = [

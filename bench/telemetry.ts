@@ -50,7 +50,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { alternatingRounds, MEDIAN_HEADERS, medianCells, pairedRatio, pairedRatioSpread, type SetupRounds } from './support/load.js'
-import { envFlag, envInt, knobs } from './support/env.js'
+import { envFlag, envInt, envIntList, knobs } from './support/env.js'
 import { check, fmt, fmtInt, printChecks, printTable, type Check } from './support/format.js'
 import { pinningWanted, pinServer } from './support/cpu-pinning.js'
 import { governorLabel } from './support/lib.js'
@@ -70,11 +70,7 @@ const EXTRA = envFlag('BENCH_TELEMETRY_EXTRA')
 const PROFILE = envFlag('BENCH_TELEMETRY_PROFILE')
 const PROFILE_INTERVAL_US = envInt('BENCH_TELEMETRY_PROFILE_INTERVAL_US', 250)
 const KEEP_FILES = envFlag('BENCH_TELEMETRY_KEEP_FILES')
-const CONCURRENCIES = (process.env['BENCH_CONCURRENCIES'] ?? '1,16').split(',').map((s) => {
-  const n = Number(s.trim())
-  if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_CONCURRENCIES: bad value ${JSON.stringify(s)}`)
-  return n
-})
+const CONCURRENCIES = envIntList('BENCH_CONCURRENCIES', [1, 16])
 const TARGET = 0.97
 
 const SETUPS: { name: string; kind: TelemetryKind }[] = [
