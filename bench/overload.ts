@@ -79,6 +79,7 @@ import { machine, writeResults } from './support/results.js'
 import { runBench, sleep } from './support/run.js'
 import { estimateClockOffset, wallNow, type ClockOffset } from './support/server-clock.js'
 import { summarize } from './support/stats.js'
+import { withTimeout } from '../test/support/with-timeout.js'
 import { lineChartSvg, writeResultFile, type Series } from './support/svg-chart.js'
 
 const RATE = envInt('BENCH_RATE', 400)
@@ -292,23 +293,7 @@ function makeInstance(key: SetupKey, governor: Governor, url: string): Instance 
   }
   return {
     ...base,
-    run: (text) =>
-      new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new ClientGaveUp()), DEADLINE_MS)
-        sql
-          .raw(text)
-          .execute(k.db)
-          .then(
-            (value) => {
-              clearTimeout(timer)
-              resolve(value)
-            },
-            (error: unknown) => {
-              clearTimeout(timer)
-              reject(error instanceof Error ? error : new Error(String(error)))
-            },
-          )
-      }),
+    run: (text) => withTimeout(sql.raw(text).execute(k.db), DEADLINE_MS, () => new ClientGaveUp()),
   }
 }
 
