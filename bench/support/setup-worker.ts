@@ -10,6 +10,7 @@ import { governedDb, plainDb, select1, select1WithDeadline, type PlainDb } from 
 import { loadGovernor } from './lib.js'
 import { closedLoop } from './load.js'
 import type { SetupKind, WorkerReply, WorkerRequest } from './isolated.js'
+import { serveParent } from './worker-channel.js'
 
 let db: PlainDb | undefined
 let op: (() => Promise<unknown>) | undefined
@@ -36,12 +37,8 @@ async function init(kind: SetupKind, url: string, poolMax: number, timeoutMs: nu
   return label
 }
 
-function reply(message: WorkerReply): void {
-  process.send?.(message)
-}
-
-process.on('message', (message: WorkerRequest) => {
-  const handle = async (): Promise<WorkerReply> => {
+serveParent<WorkerRequest, WorkerReply>(
+  async (message) => {
     switch (message.type) {
       case 'init':
         return { type: 'ready', label: await init(message.kind, message.url, message.poolMax, message.timeoutMs) }
@@ -55,19 +52,6 @@ process.on('message', (message: WorkerRequest) => {
         await db?.db.destroy()
         return { type: 'closed', sets }
     }
-  }
-  handle().then(
-    (answer) => {
-      reply(answer)
-      if (answer.type === 'closed') process.disconnect?.()
-    },
-    (error: unknown) => reply({ type: 'error', message: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
-  )
-})
-
-// The parent went away (it exited or was killed): do not linger with an open pool.
-process.on('disconnect', () => {
-  const timer = setTimeout(() => process.exit(0), 2000)
-  timer.unref()
-  void db?.db.destroy().finally(() => process.exit(0))
-})
+  },
+  () => db?.db.destroy() ?? Promise.resolve(),
+)

@@ -3,10 +3,9 @@
  * (bench/support/telemetry-worker.ts), driven over the IPC channel as
  * bench/support/isolated.ts drives bench/support/setup-worker.ts.
  */
-import { fork } from 'node:child_process'
-import { CLIENT_CPU, pinProcess } from './cpu-pinning.js'
 import { fileURLToPath } from 'node:url'
 import type { RunResult, Setup } from './load.js'
+import { forkWorker } from './worker-channel.js'
 
 /**
  * - plain          Kysely's PostgresDialect
@@ -83,31 +82,8 @@ export async function telemetrySetup(
   extraExecArgv: readonly string[] = [],
   pin = false,
 ): Promise<TelemetrySetup> {
-  const child = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...process.execArgv, ...extraExecArgv] })
-  if (pin && child.pid !== undefined) pinProcess(child.pid, CLIENT_CPU)
-  let pending: { resolve: (reply: TelemetryReply) => void; reject: (error: Error) => void } | undefined
-  child.on('message', (reply: TelemetryReply) => {
-    const waiter = pending
-    pending = undefined
-    if (!waiter) return
-    if (reply.type === 'error') waiter.reject(new Error(`${name} worker: ${reply.message}`))
-    else waiter.resolve(reply)
-  })
-  const exited = new Promise<void>((resolve) =>
-    child.on('exit', (code) => {
-      const waiter = pending
-      pending = undefined
-      waiter?.reject(new Error(`${name} worker exited with code ${code}`))
-      resolve()
-    }),
-  )
-  const ask = (request: TelemetryRequest): Promise<TelemetryReply> =>
-    new Promise((resolve, reject) => {
-      if (pending) throw new Error('one request at a time')
-      pending = { resolve, reject }
-      child.send(request)
-    })
-  await ask({ type: 'init', kind, ...options })
+  const worker = forkWorker<TelemetryRequest, TelemetryReply>(name, WORKER, { execArgv: extraExecArgv, pin })
+  await worker.ask({ type: 'init', kind, ...options })
   const scrapes: ScrapeStats[] = []
   let operations = 0
   let totals: TelemetryTotals | undefined
@@ -117,7 +93,7 @@ export async function telemetrySetup(
     scrapes,
     operations: () => operations,
     async run(concurrency: number, durationMs: number): Promise<RunResult> {
-      const reply = await ask({ type: 'run', concurrency, durationMs })
+      const reply = await worker.ask({ type: 'run', concurrency, durationMs })
       if (reply.type !== 'result') throw new Error(`${name} worker: unexpected ${reply.type}`)
       scrapes.push(reply.scrape)
       operations += reply.result.ops + reply.result.errors
@@ -125,17 +101,8 @@ export async function telemetrySetup(
     },
     async close(): Promise<TelemetryTotals> {
       if (totals) return totals
-      if (child.exitCode !== null || child.signalCode !== null) return {}
-      try {
-        const reply = await ask({ type: 'close' })
-        totals = reply.type === 'closed' ? reply.totals : {}
-      } catch (error) {
-        console.error(`[${name}] close failed:`, error instanceof Error ? error.message : error)
-        totals = {}
-      }
-      const timer = setTimeout(() => child.kill(), 10_000)
-      await exited
-      clearTimeout(timer)
+      const reply = await worker.close({ type: 'close' }, 10_000)
+      totals = reply?.type === 'closed' ? reply.totals : {}
       return totals
     },
   }

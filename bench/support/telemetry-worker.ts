@@ -13,6 +13,7 @@ import { readFileSync } from 'node:fs'
 import pino from 'pino'
 import { Registry } from 'prom-client'
 import { governedDb, plainDb, select1, type PlainDb } from './dialects.js'
+import { serveParent } from './worker-channel.js'
 import { closedLoop } from './load.js'
 import { loadGovernorWithPrometheus } from './telemetry-lib.js'
 import type { ScrapeStats, TelemetryKind, TelemetryOptions, TelemetryReply, TelemetryRequest, TelemetryTotals } from './telemetry-setup.js'
@@ -116,12 +117,8 @@ async function close(): Promise<TelemetryTotals> {
   return { ...totals, ...(await closeLogger()) }
 }
 
-function reply(message: TelemetryReply): void {
-  process.send?.(message)
-}
-
-process.on('message', (message: TelemetryRequest) => {
-  const handle = async (): Promise<TelemetryReply> => {
+serveParent<TelemetryRequest, TelemetryReply>(
+  async (message) => {
     switch (message.type) {
       case 'init': {
         const { type: _type, kind, ...options } = message
@@ -141,20 +138,9 @@ process.on('message', (message: TelemetryRequest) => {
       case 'close':
         return { type: 'closed', totals: await close() }
     }
-  }
-  handle().then(
-    (answer) => {
-      reply(answer)
-      if (answer.type === 'closed') process.disconnect?.()
-    },
-    (error: unknown) => reply({ type: 'error', message: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
-  )
-})
-
-// The parent went away (it exited or was killed): do not linger with an open pool.
-process.on('disconnect', () => {
-  if (scrapeTimer) clearInterval(scrapeTimer)
-  const timer = setTimeout(() => process.exit(0), 2000)
-  timer.unref()
-  void (db?.db.destroy() ?? Promise.resolve()).finally(() => process.exit(0))
-})
+  },
+  () => {
+    if (scrapeTimer) clearInterval(scrapeTimer)
+    return db?.db.destroy() ?? Promise.resolve()
+  },
+)
