@@ -3,6 +3,7 @@ export type { GovernedPostgresDialectConfig } from './dialect/governed-postgres-
 export { GovernedDriver, type PoolStats } from './dialect/governed-driver.js'
 export { GovernedConnection } from './connection/governed-connection.js'
 export { StatementTimeoutLadder, DEFAULT_STATEMENT_TIMEOUT_LADDER_MS } from './connection/statement-timeout-ladder.js'
+export { WARM_CONNECTION_DEFAULTS, type WarmConnectionsOptions } from './connection/warm-connections.js'
 export type { CancelMethod, CancelOutcome } from './connection/canceller.js'
 export type { PgPool, PgPoolClient, PgClient, PgCursorConstructor, PgClientConstructor } from './connection/pg-types.js'
 export { withQueryContext, currentQueryContext, QueryContext } from './context/query-context.js'

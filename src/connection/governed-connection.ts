@@ -13,6 +13,7 @@ import type { GovernorEvents, QueryOutcome } from '../telemetry/governor-events.
 import type { Canceller, CancelOutcome } from './canceller.js'
 import type { PgCursor, PgCursorConstructor, PgPoolClient, PgQueryResult } from './pg-types.js'
 import type { StatementTimeoutLadder } from './statement-timeout-ladder.js'
+import type { WarmConnection, WarmConnections } from './warm-connections.js'
 
 /** What every connection of one dialect shares. */
 export interface ConnectionServices {
@@ -21,12 +22,16 @@ export interface ConnectionServices {
   readonly policies: PolicyRegistry
   readonly events: GovernorEvents
   readonly cursor: PgCursorConstructor | undefined
+  /** Where released connections are kept warm, when that is on. */
+  readonly warm: WarmConnections<GovernedConnection> | undefined
   /** Prefix statements with a sqlcommenter-style comment (criticality, domain, traceparent). */
   readonly sqlComment: boolean
 }
 
 /** Who hears that a connection went back to the pool (or was destroyed): the driver, which frees its permit. */
 export interface ConnectionOwner {
+  /** Keeps a clean released connection for the next query instead of pg-pool; false to hand it to pg-pool. */
+  keep?(connection: GovernedConnection): boolean
   connectionReleased(connection: GovernedConnection, destroyed: boolean): void
 }
 
@@ -61,7 +66,7 @@ const SETTLE_TIMEOUT_MS = 5_000
  * })
  * ```
  */
-export class GovernedConnection implements DatabaseConnection {
+export class GovernedConnection implements DatabaseConnection, WarmConnection {
   readonly #client: PgPoolClient
   readonly #services: ConnectionServices
   /** Session value of statement_timeout as far as we have set it. */
@@ -81,13 +86,23 @@ export class GovernedConnection implements DatabaseConnection {
   #inFlight: InFlight | undefined
   /** When the driver last handed the connection out (monotonic ms), to measure use time. */
   checkedOutAt = 0
+  /** @internal When pg-pool lent the client (monotonic ms). */
+  leasedAt = 0
+  /** @internal When the dialect last kept it warm (monotonic ms). */
+  parkedAt = 0
+  /** @internal In the dialect's warm stack now. */
+  parked = false
 
   constructor(client: PgPoolClient, services: ConnectionServices) {
     this.#client = client
     this.#services = services
     // pg-pool takes its error listener off a client while it is checked out; a
     // backend killed between statements would then crash the process.
-    client.on('error', (error) => this.discard(`connection error: ${error.message}`))
+    client.on('error', (error) => {
+      // A connection kept warm is idle: its failure is what pg-pool reports as 'error' for its own idle clients.
+      if (this.parked) this.#services.events.emit('poolError', error)
+      this.discard(`connection error: ${error.message}`)
+    })
   }
 
   /** The server process id of this connection. */
@@ -225,9 +240,16 @@ export class GovernedConnection implements DatabaseConnection {
     return tail
   }
 
-  /** Marks the connection to be destroyed when it is released. */
+  /** Marks the connection to be destroyed when it is released (at once, when it is kept warm). */
   discard(reason: string): void {
     this.#discardReason ??= reason
+    if (this.parked) this.#services.warm?.evict(this)
+  }
+
+  /** @internal Hands the client back to pg-pool: destroyed if it was discarded. */
+  returnToPool(): void {
+    if (this.#discardReason !== undefined) this.#client.release(new Error(`pg-governor discarded the connection: ${this.#discardReason}`))
+    else this.#client.release()
   }
 
   /** Driver hook: a transaction began or ended through the driver. */
@@ -257,9 +279,10 @@ export class GovernedConnection implements DatabaseConnection {
   }
 
   /**
-   * Hands the client back to pg-pool once nothing is draining: destroyed if it
-   * is marked so, rolled back if it is inside a transaction. `owner` hears when
-   * the client is back (or gone), to free the admission permit.
+   * Hands the client back once nothing is draining: destroyed if it is marked
+   * so, rolled back if it is inside a transaction, kept warm if `owner` keeps
+   * it, else returned to pg-pool. `owner` hears when the client is back (or
+   * gone), to free the admission permit.
    */
   release(owner: ConnectionOwner): void {
     if (this.#settling) {
@@ -267,7 +290,7 @@ export class GovernedConnection implements DatabaseConnection {
       return
     }
     if (this.#discardReason !== undefined) {
-      this.#client.release(new Error(`pg-governor discarded the connection: ${this.#discardReason}`))
+      this.returnToPool()
       owner.connectionReleased(this, true)
       return
     }
@@ -285,7 +308,7 @@ export class GovernedConnection implements DatabaseConnection {
       )
       return
     }
-    this.#client.release()
+    if (!owner.keep?.(this)) this.#client.release()
     owner.connectionReleased(this, false)
   }
 

@@ -25,6 +25,7 @@ import { Canceller, controlClientFactory } from '../connection/canceller.js'
 import { GovernedConnection, type ConnectionServices } from '../connection/governed-connection.js'
 import type { PgClientConstructor, PgPool, PgPoolClient } from '../connection/pg-types.js'
 import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.js'
+import { WarmConnections } from '../connection/warm-connections.js'
 import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
 import { GovernorError } from '../errors/governor-error.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
@@ -47,8 +48,11 @@ export interface PoolStats {
   readonly max: number
   /** Connections pg-pool holds, idle or checked out. */
   readonly total: number
+  /** Connections no query holds: idle in pg-pool, or kept warm by the dialect (`warm`). */
   readonly idle: number
-  /** Connections checked out (`total - idle`). */
+  /** Of `idle`, the connections the dialect keeps for the next query instead of returning them to pg-pool. */
+  readonly warm: number
+  /** Connections a query holds (`total - idle`). */
   readonly used: number
   /** Admission permits held: checked out, being opened, or draining a cancel. */
   readonly permits: number
@@ -86,6 +90,7 @@ export class GovernedDriver implements Driver {
   #gate: AdmissionGate | undefined
   #services: ConnectionServices | undefined
   #canceller: Canceller | undefined
+  #warm: WarmConnections<GovernedConnection> | undefined
   readonly #admission: ResolvedAdmissionPolicy
   readonly #estimator = new LoadEstimator()
   readonly #breaker: CircuitBreaker
@@ -123,11 +128,13 @@ export class GovernedDriver implements Driver {
     const gate = this.#gate
     const pool = this.#pool
     const total = pool?.totalCount ?? 0
-    const idle = pool?.idleCount ?? 0
+    const warm = this.#warm?.size ?? 0
+    const idle = (pool?.idleCount ?? 0) + warm
     return {
       max: gate?.max ?? 0,
       total,
       idle,
+      warm,
       used: total - idle,
       permits: gate?.inUse ?? 0,
       waiting: gate?.waiting ?? 0,
@@ -158,7 +165,12 @@ export class GovernedDriver implements Driver {
       reconnectDelayMs: this.#config.controlConnection?.reconnectDelayMs ?? 1_000,
     })
     if (this.#config.controlConnection?.eager !== false) this.#canceller.start()
+    const warmOptions = WarmConnections.resolve(this.#config.warmConnections)
+    // pg-pool's maxUses counts check-outs; a kept connection serves many queries in one, so keeping would stretch it.
+    const maxUses = (resolved.options as { readonly maxUses?: number }).maxUses
+    this.#warm = warmOptions && !(typeof maxUses === 'number' && Number.isFinite(maxUses)) ? new WarmConnections(warmOptions) : undefined
     this.#services = Object.freeze({
+      warm: this.#warm,
       canceller: this.#canceller,
       ladder: this.#ladder,
       policies: this.#policies,
@@ -173,35 +185,55 @@ export class GovernedDriver implements Driver {
     const gate = this.#gate
     const pool = this.#pool
     if (!gate || !pool) throw new GovernorError('POOL_CLOSED', 'driver has already been destroyed')
-    let client: PgPoolClient
     const events = this.#events
     const observed = events.has('acquire')
     const startedAt = observed ? now() : 0
     let createMs: number | undefined
     let ticket: AdmissionTicket | undefined
     const admitted = gate.tryAcquire() || (!options?.signal && gate.tryAcquireFor(currentRank(this.#policies)))
-    if (admitted && (pool.idleCount ?? 0) > 0 && !options?.signal) {
-      // The hot path: a permit and an idle client; no context, no budget, no timer.
+    // The hot path: a permit and a warm connection; no pg-pool, no context, no budget, no timer.
+    let connection = admitted && !options?.signal ? this.#warm?.take() : undefined
+    let lent: PgPoolClient | undefined
+    if (!connection && admitted && (pool.idleCount ?? 0) > 0 && !options?.signal) {
+      // Next best: a permit and an idle client in pg-pool.
       try {
-        client = await pool.connect()
+        lent = await pool.connect()
       } catch (error) {
         this.#connectFailed(gate, error)
         throw error
       }
       this.#breaker.recordSuccess()
-    } else {
+    } else if (!connection) {
       ticket = this.#ticket(options, admitted)
       try {
         if (!admitted) await this.#admit(gate, ticket)
-        const connectStartedAt = now()
-        const idleBefore = pool.idleCount ?? 0
-        client = await this.#connectWithin(pool, gate, ticket)
-        if (idleBefore === 0) createMs = now() - connectStartedAt
+        // A permit freed by a release usually comes with that connection, kept warm.
+        connection = this.#warm?.take()
+        if (!connection) {
+          const connectStartedAt = now()
+          const idleBefore = pool.idleCount ?? 0
+          lent = await this.#connectWithin(pool, gate, ticket)
+          if (idleBefore === 0) createMs = now() - connectStartedAt
+        }
       } catch (error) {
         this.#reportRefusal(error, ticket)
         throw error
       }
     }
+    if (lent) connection = await this.#adopt(lent, gate, options)
+    const governed = connection as GovernedConnection
+    if (this.#config.onReserveConnection) await this.#guard(governed, () => this.#config.onReserveConnection?.(governed, options))
+    governed.checkedOutAt = now()
+    if (lent) governed.leasedAt = governed.checkedOutAt
+    this.#leaks?.checkedOut(governed, governed.pid)
+    if (observed) {
+      events.emit('acquire', { waitedMs: governed.checkedOutAt - startedAt, createMs, criticality: ticket?.criticality })
+    }
+    return governed
+  }
+
+  /** The governed connection of a client pg-pool lent us: made (and `onCreateConnection` run) the first time. */
+  async #adopt(client: PgPoolClient, gate: AdmissionGate, options: AbortableOperationOptions | undefined): Promise<GovernedConnection> {
     if (!this.#pool) {
       client.release()
       gate.abandon()
@@ -209,19 +241,13 @@ export class GovernedDriver implements Driver {
     }
     let connection = this.#connections.get(client)
     if (!connection) {
-      connection = new GovernedConnection(client, this.#services as ConnectionServices)
-      this.#connections.set(client, connection)
-      if (this.#config.onCreateConnection) await this.#guard(connection, () => this.#config.onCreateConnection?.(connection as GovernedConnection, options))
-    }
-    if (this.#config.onReserveConnection) await this.#guard(connection, () => this.#config.onReserveConnection?.(connection as GovernedConnection, options))
-    connection.checkedOutAt = now()
-    this.#leaks?.checkedOut(connection, connection.pid)
-    if (observed) {
-      events.emit('acquire', { waitedMs: connection.checkedOutAt - startedAt, createMs, criticality: ticket?.criticality })
+      const created = new GovernedConnection(client, this.#services as ConnectionServices)
+      connection = created
+      this.#connections.set(client, created)
+      if (this.#config.onCreateConnection) await this.#guard(created, () => this.#config.onCreateConnection?.(created, options))
     }
     return connection
   }
-
 
   /** A query event for work that never reached a statement: refused, expired or aborted while waiting. */
   #reportRefusal(error: unknown, ticket: AdmissionTicket): void {
@@ -378,6 +404,13 @@ export class GovernedDriver implements Driver {
     governed.release(this)
   }
 
+  /** @internal Keeps a clean released connection warm, unless its lease is over or something waits in pg-pool's own queue. */
+  keep(connection: GovernedConnection): boolean {
+    const warm = this.#warm
+    if (!warm || !this.#pool || (this.#pool.waitingCount ?? 0) > 0) return false
+    return warm.keep(connection, now())
+  }
+
   /** @internal The connection is back in the pool (or destroyed): its permit goes to the next caller. */
   connectionReleased(connection: GovernedConnection, destroyed: boolean): void {
     const heldMs = now() - connection.checkedOutAt
@@ -392,6 +425,8 @@ export class GovernedDriver implements Driver {
     this.#canceller = undefined
     this.#leaks?.stop()
     this.#gate?.rejectAll(new GovernorError('POOL_CLOSED', 'the dialect was destroyed while the query waited for a connection'))
+    // pg-pool's end() waits for every client it lent; kept ones must go back first.
+    this.#warm?.drain()
     await canceller?.end()
     if (pool) await pool.end()
   }

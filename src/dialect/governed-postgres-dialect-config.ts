@@ -5,6 +5,7 @@ import type { Criticality } from '../context/criticality.js'
 import type { GovernorLogger, LoggingOptions } from '../telemetry/logging.js'
 import type { QueryPolicy } from '../context/policy-registry.js'
 import type { PgClientConstructor, PgCursorConstructor, PgPool } from '../connection/pg-types.js'
+import type { WarmConnectionsOptions } from '../connection/warm-connections.js'
 
 /**
  * Options of {@link GovernedPostgresDialect}: Kysely's `PostgresDialectConfig`
@@ -59,6 +60,15 @@ export interface GovernedPostgresDialectConfig {
    * pg_stat_activity shows who runs what. Off by default.
    */
   readonly sqlComment?: boolean | undefined
+  /**
+   * Released connections the dialect keeps for the next query instead of
+   * handing them back to pg-pool at once: a kept connection no query takes
+   * within `idleMs` (default 250) goes back, and every connection goes back at
+   * its first release `leaseMs` (default 1000) after pg-pool lent it. `false`
+   * returns every connection at once, as Kysely's PostgresDialect does. Off by
+   * itself when the pool sets `maxUses`, which counts pg-pool check-outs.
+   */
+  readonly warmConnections?: WarmConnectionsOptions | false | undefined
   /** The statement_timeout steps in milliseconds, strictly increasing. */
   readonly statementTimeoutLadderMs?: readonly number[] | undefined
   /** The dedicated connection that sends `pg_cancel_backend`. */

@@ -18,6 +18,7 @@ import { enableOpenTelemetryTraces } from '../context/trace-context.js'
 import { attachLogger } from '../telemetry/logging.js'
 import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
+import { WarmConnections } from '../connection/warm-connections.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
 import { GovernedDriver, type PoolStats } from './governed-driver.js'
 import { poolMax } from './pool-max.js'
@@ -77,6 +78,7 @@ export class GovernedPostgresDialect implements Dialect {
     // Validated here so that a bad option fails at construction, not at the first query.
     new CircuitBreaker(config.circuitBreaker)
     if (config.leakDetectionThresholdMs !== undefined) new LeakDetector(config.leakDetectionThresholdMs, this.events).stop()
+    WarmConnections.resolve(config.warmConnections)
     if (config.sqlComment !== undefined && typeof config.sqlComment !== 'boolean') {
       throw new InvalidOptionError('sqlComment', `must be a boolean; got ${String(config.sqlComment)}`)
     }

@@ -23,7 +23,7 @@ describe('invariant 6 and the circuit breaker: the server goes away and comes ba
     dialect.events.on('poolError', (error) => poolErrors.push(error))
     try {
       await Promise.all([1, 2, 3].map(() => sql`select pg_sleep(0.05)`.execute(db)))
-      expect(pool.idleCount).toBe(3)
+      expect(dialect.poolStats().idle).toBe(3)
 
       await server.stop()
       // Idle clients see the shutdown: pg-pool emits 'error', which the dialect handles.

@@ -51,7 +51,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     const error = await rejectionOf(sql`select 1`.execute(h.db, { signal: controller.signal }))
     expect(error).toBe(reason)
     expect(h.pool.totalCount).toBe(before)
-    await expectPoolIdle(h.pool)
+    await expectPoolIdle(h)
   })
 
   it.each<InflightQueryAbortStrategy>(['cancel query', 'kill session'])("'%s' rejects with the reason and stops the backend", async (strategy) => {
@@ -68,7 +68,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     expect(performance.now() - started).toBeLessThan(2_000)
     // The backend stops: cancelled (idle again) or, for 'kill session', gone.
     await vi.waitFor(async () => expect(await sleepers()).toEqual([]), { timeout: 2_000, interval: 20 })
-    await vi.waitFor(() => expectPoolIdle(h.pool), { timeout: 2_000, interval: 20 })
+    await vi.waitFor(() => expectPoolIdle(h), { timeout: 2_000, interval: 20 })
     // A killed session's client must leave the pool before the next query can be served by it. Our dialect
     // destroys it on release; Kysely's releases it and pg-pool drops it only once pg has read the closed
     // socket, which can come after the pool is idle again (the next query then fails).
@@ -90,7 +90,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     controller.abort(reason)
     expect(await pending).toBe(reason)
     expect(performance.now() - abortedAt).toBeLessThan(200)
-    await vi.waitFor(() => expectPoolIdle(h.pool), { timeout: 3_000, interval: 20 })
+    await vi.waitFor(() => expectPoolIdle(h), { timeout: 3_000, interval: 20 })
     const { rows } = await sql<{ ok: number }>`select 1 as ok`.execute(h.db)
     expect(rows).toEqual([{ ok: 1 }])
   })
@@ -111,14 +111,14 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     expect(error).toBe(reason)
     // Kysely checks the signal between chunks: the rest of the first chunk is still yielded.
     expect(rows).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
-    await vi.waitFor(() => expectPoolIdle(h.pool), { timeout: 2_000, interval: 20 })
+    await vi.waitFor(() => expectPoolIdle(h), { timeout: 2_000, interval: 20 })
     const { rows: after } = await sql<{ ok: number }>`select 1 as ok`.execute(h.db)
     expect(after).toEqual([{ ok: 1 }])
     parity.record(dialect, 'abort.stream', { sameReason: error === reason, rows })
   })
 
   it('leaves its pool idle after every case', async () => {
-    await expectPoolIdle(h.pool)
+    await expectPoolIdle(h)
   })
 })
 

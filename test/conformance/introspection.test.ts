@@ -99,7 +99,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
   })
 
   it('leaves its pool idle', async () => {
-    await expectPoolIdle(h.pool)
+    await expectPoolIdle(h)
   })
 })
 

@@ -80,7 +80,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     const h = createHarness<any>(database, makeDialect)
     try {
       const result = await fn(h)
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
       return result
     } finally {
       await h.db.destroy()
@@ -194,8 +194,8 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       // All three ran on the winner's one pinned connection.
       expect(new Set(log.map((row) => row.pid)).size).toBe(1)
       expect(await executedMigrations()).toEqual(['0001_a', '0002_b', '0003_c'])
-      await expectPoolIdle(a.pool)
-      await expectPoolIdle(b.pool)
+      await expectPoolIdle(a)
+      await expectPoolIdle(b)
       parity.record(dialect, 'race', { ran, lockWaiters, winner: winner?.results })
     } finally {
       await Promise.all([a.db.destroy(), b.db.destroy()])

@@ -19,7 +19,7 @@ import {
 import pg from 'pg'
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import { useTestDatabase } from '../support/test-database.js'
-import { createHarness, DIALECTS, expectPoolIdle, ParityLog, pgErrorShape, rejectionOf, type Harness } from './dialects.js'
+import { createHarness, DIALECTS, expectPoolIdle, ParityLog, pgErrorShape, poolCounts, rejectionOf, type Harness } from './dialects.js'
 
 interface PersonTable {
   id: Generated<number>
@@ -451,7 +451,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
         expect(error).toBeInstanceOf(pg.DatabaseError)
         expect(pgErrorShape(error)).toMatchObject({ code: '57014', message: 'canceling statement due to statement timeout' })
       }
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
       parity.record(dialect, 'error.57014', [pgErrorShape(session), pgErrorShape(local)])
     })
 
@@ -492,7 +492,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       } finally {
         await lockHolder.rollback().execute()
       }
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
     })
 
     it('keeps the connection usable after an error', async () => {
@@ -501,7 +501,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       }
       const { rows } = await sql<{ ok: number }>`select 1 as ok`.execute(h.db)
       expect(rows).toEqual([{ ok: 1 }])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
     })
   })
 
@@ -527,7 +527,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       expect(new Set(pids).size).toBe(1)
       expect(outside).toHaveLength(1)
       expect(outside[0]).not.toBe(pids[0])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
     })
 
     it('calls onCreateConnection once per new connection and onReserveConnection per checkout', async () => {
@@ -555,7 +555,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
         }
         expect(created).toHaveLength(1)
         expect(reserved).toBe(3)
-        await expectPoolIdle(hooked.pool)
+        await expectPoolIdle(hooked)
         parity.record(dialect, 'hooks', [created.length, reserved])
       } finally {
         await hooked.db.destroy()
@@ -573,27 +573,26 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       )
       expect(results).toEqual(Array.from({ length: 24 }, (_, i) => i))
       expect(peak.total).toBeLessThanOrEqual(4)
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
     })
 
     it('accepts a function that makes the pool at the first query', async () => {
       const pool = database.pool({ max: 1 })
       let calls = 0
-      const lazy = new Kysely<Database>({
-        dialect: makeDialect({
-          pool: async () => {
-            calls++
-            return pool
-          },
-        }),
+      const lazyDialect = makeDialect({
+        pool: async () => {
+          calls++
+          return pool
+        },
       })
+      const lazy = new Kysely<Database>({ dialect: lazyDialect })
       try {
         expect(calls).toBe(0)
         const { rows } = await sql<{ one: number }>`select 1 as one`.execute(lazy)
         expect(rows).toEqual([{ one: 1 }])
         await sql`select 2`.execute(lazy)
         expect(calls).toBe(1)
-        await expectPoolIdle(pool)
+        await expectPoolIdle({ counts: () => poolCounts(lazyDialect, pool) })
       } finally {
         await lazy.destroy()
       }
@@ -627,7 +626,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
 
   it('leaves its pool idle after every case', async () => {
     expect(h.pool.totalCount).toBeGreaterThan(0)
-    await expectPoolIdle(h.pool)
+    await expectPoolIdle(h)
   })
 })
 

@@ -88,7 +88,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     // 3 + 3 + 3 + 1, then an empty read ends the stream.
     expect(log.reads).toEqual([3, 3, 3, 3, 3])
     expect(log.closes).toBe(1)
-    await expectPoolIdle(h.pool)
+    await expectPoolIdle(h)
     parity.record(dialect, 'stream.chunk3', { rows, log: structuredClone(log) })
   })
 
@@ -111,8 +111,8 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     expect(rows).toEqual([1])
     expect(log.reads).toEqual([2])
     expect(log.closes).toBe(1)
-    await expectPoolIdle(h.pool)
-    expect({ total: h.pool.totalCount, idle: h.pool.idleCount, waiting: h.pool.waitingCount }).toEqual({ total: 1, idle: 1, waiting: 0 })
+    await expectPoolIdle(h)
+    expect(h.counts()).toEqual({ total: 1, idle: 1, waiting: 0 })
     // The same backend is reused: the connection was returned, not destroyed.
     expect(await backendPid()).toBe(pidBefore)
     parity.record(dialect, 'stream.break', structuredClone(log))
@@ -131,7 +131,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     expect(error).toBe(oops)
     expect(log.reads).toEqual([4, 4])
     expect(log.closes).toBe(1)
-    await expectPoolIdle(h.pool)
+    await expectPoolIdle(h)
     expect(h.pool.totalCount).toBe(1)
     expect(await backendPid()).toBe(pidBefore)
   })
@@ -148,7 +148,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     expect(error).toBeInstanceOf(pg.DatabaseError)
     expect(pgErrorShape(error)).toMatchObject({ code: '22012', message: 'division by zero' })
     expect(log.reads).toEqual([2, 2, 2])
-    await expectPoolIdle(h.pool)
+    await expectPoolIdle(h)
     const { rows: after } = await sql<{ ok: number }>`select 1 as ok`.execute(h.db)
     expect(after).toEqual([{ ok: 1 }])
     parity.record(dialect, 'stream.error', { rows, error: pgErrorShape(error), reads: log.reads.slice() })
@@ -172,7 +172,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     expect(rows).toEqual([])
     expect(error).toBeInstanceOf(pg.DatabaseError)
     expect(pgErrorShape(error)).toMatchObject({ code: '57014', message: 'canceling statement due to statement timeout' })
-    await expectPoolIdle(h.pool)
+    await expectPoolIdle(h)
     const { rows: after } = await sql<{ ok: number }>`select 1 as ok`.execute(h.db)
     expect(after).toEqual([{ ok: 1 }])
     parity.record(dialect, 'stream.callerStatementTimeout', pgErrorShape(error))
@@ -187,7 +187,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     }).catch((error: { seen?: number[] }) => error.seen)
     expect(rows).toEqual([9, 10, 11])
     expect(await h.db.selectFrom('num').select((eb) => eb.fn.countAll<string>().as('c')).executeTakeFirstOrThrow()).toEqual({ c: '10' })
-    await expectPoolIdle(h.pool)
+    await expectPoolIdle(h)
   })
 
   it('throws the PostgresDialect error when no cursor is configured, and leaks nothing', async () => {
@@ -198,17 +198,17 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
     )
     expect(error).toBeInstanceOf(Error)
     expect((error as Error).message).toBe(NO_CURSOR_MESSAGE)
-    await expectPoolIdle(noCursor.pool)
+    await expectPoolIdle(noCursor)
     const { rows } = await sql<{ ok: number }>`select 1 as ok`.execute(noCursor.db)
     expect(rows).toEqual([{ ok: 1 }])
-    await expectPoolIdle(noCursor.pool)
+    await expectPoolIdle(noCursor)
     parity.record(dialect, 'stream.noCursor', [(error as Error).name, (error as Error).message])
   })
 
   it('leaves its pools idle after every case', async () => {
     expect(h.pool.totalCount).toBe(1)
-    await expectPoolIdle(h.pool)
-    await expectPoolIdle(noCursor.pool)
+    await expectPoolIdle(h)
+    await expectPoolIdle(noCursor)
   })
 })
 

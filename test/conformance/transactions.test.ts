@@ -71,7 +71,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       })
       expect(result).toEqual({ n: '2' })
       expect(await labels(h.db)).toEqual(['a', 'b'])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
     })
 
     it('rolls back when the callback throws, and rethrows the same error', async () => {
@@ -84,7 +84,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       )
       expect(error).toBe(boom)
       expect(await labels(h.db)).toEqual([])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
     })
 
     it('rolls back when a statement fails, and rethrows the pg error', async () => {
@@ -98,7 +98,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       expect(error).toBeInstanceOf(pg.DatabaseError)
       expect(pgErrorShape(error)).toMatchObject({ code: '23505', constraint: 'item_label_key', detail: 'Key (label)=(taken) already exists.' })
       expect(await labels(h.db)).toEqual(['taken'])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
       parity.record(dialect, 'trx.failedStatement', pgErrorShape(error))
     })
 
@@ -127,7 +127,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       expect(error).toBeInstanceOf(pg.DatabaseError)
       expect(pgErrorShape(error)).toMatchObject({ code: '25006', message: 'cannot execute INSERT in a read-only transaction' })
       expect(await labels(h.db)).toEqual([])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
       parity.record(dialect, 'trx.readOnly', pgErrorShape(error))
     })
 
@@ -196,7 +196,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
         message: 'current transaction is aborted, commands ignored until end of transaction block',
       })
       expect(await labels(h.db)).toEqual(['taken'])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
       parity.record(dialect, 'abortedCommit.execute', [(error as Error).name, (error as Error).message, pgErrorShape(afterFailure)])
     })
 
@@ -213,7 +213,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       const reuse = await rejectionOf(trx.selectFrom('item').selectAll().execute())
       expect((reuse as Error).message).toBe('Transaction is already rolled back')
       expect(await labels(h.db)).toEqual(['taken'])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
       parity.record(dialect, 'abortedCommit.controlled', [(error as Error).name, trx.isCommitted, trx.isRolledBack, (reuse as Error).message])
     })
   })
@@ -224,14 +224,14 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       expect(await show(trx, 'transaction_isolation')).toBe('repeatable read')
       await trx.insertInto('item').values({ label: 'ct' }).execute()
       expect(await labels(h.db)).toEqual([])
-      expect(h.pool.totalCount - h.pool.idleCount).toBeGreaterThanOrEqual(1)
+      expect(h.counts().total - h.counts().idle).toBeGreaterThanOrEqual(1)
       await trx.commit().execute()
       expect(trx.isCommitted).toBe(true)
       expect(trx.isRolledBack).toBe(false)
       expect(await labels(h.db)).toEqual(['ct'])
       const reuse = await rejectionOf(trx.selectFrom('item').selectAll().execute())
       expect((reuse as Error).message).toBe('Transaction is already committed')
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
     })
 
     it('rolls back a startTransaction()', async () => {
@@ -241,7 +241,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       expect(trx.isRolledBack).toBe(true)
       expect(trx.isCommitted).toBe(false)
       expect(await labels(h.db)).toEqual([])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
     })
 
     it('savepoint, rollbackToSavepoint and releaseSavepoint have their effects', async () => {
@@ -268,7 +268,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       await sp.insertInto('item').values({ label: 'y' }).execute()
       await (await sp.releaseSavepoint('sp').execute()).commit().execute()
       expect(await labels(h.db)).toEqual(['x', 'y'])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
       parity.record(dialect, 'savepoints.releasedError', pgErrorShape(error))
     })
 
@@ -284,7 +284,7 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
       await recovered.commit().execute()
       expect(recovered.isCommitted).toBe(true)
       expect(await labels(h.db)).toEqual(['taken', 'kept', 'after'])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
     })
 
     it('sanitises savepoint names as identifiers', async () => {
@@ -322,14 +322,14 @@ describe.each(DIALECTS)('%s', (dialect, makeDialect) => {
         { id: 1, on_call: false },
         { id: 2, on_call: true },
       ])
-      await expectPoolIdle(h.pool)
+      await expectPoolIdle(h)
       parity.record(dialect, 'serializationFailure', [pgErrorShape(error).code, pgErrorShape(error).message, t2.isRolledBack])
     })
   })
 
   it('leaves its pool idle after every case', async () => {
     expect(h.pool.totalCount).toBeGreaterThan(0)
-    await expectPoolIdle(h.pool)
+    await expectPoolIdle(h)
   })
 })
 
