@@ -130,7 +130,9 @@ export class GovernedConnection implements DatabaseConnection, WarmConnection {
     const text = this.#textOf(sql, budget)
     let result: PgQueryResult<R>
     try {
-      result = await new StatementRun<R>(this, budget, compiledQuery.queryId?.queryId).start(this.#client, text, compiledQuery.parameters)
+      // Without a SET nothing was awaited since the budget was taken: its clock reading is the send time.
+      const sentAt = preparing ? now() : budget.startedAt
+      result = await new StatementRun<R>(this, budget, compiledQuery.queryId?.queryId).start(this.#client, text, compiledQuery.parameters, sentAt)
     } catch (error) {
       throw withCallerStack(error, new Error())
     }
@@ -467,12 +469,12 @@ class StatementRun<R> implements InFlight, DeadlineWatcher, AbortWatcher {
     this.deadline = budget.deadline
   }
 
-  start(client: PgPoolClient, sql: string, parameters: ReadonlyArray<unknown>): Promise<PgQueryResult<R>> {
+  start(client: PgPoolClient, sql: string, parameters: ReadonlyArray<unknown>, sentAt: number): Promise<PgQueryResult<R>> {
     return new Promise<PgQueryResult<R>>((resolve, reject) => {
       this.#resolve = resolve
       this.#reject = reject
       this.#sql = sql
-      this.#sentAt = now()
+      this.#sentAt = sentAt
       if (this.deadline < Infinity) deadlineTimer.add(this)
       this.#budget.context?.watch(this)
       this.#connection.statementStarted(this)

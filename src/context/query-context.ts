@@ -187,14 +187,20 @@ function createQueryContext(options: QueryContextOptions, parent: QueryContext |
     ownDeadline = Math.min(ownDeadline, monotonicFromWallClock(epochMs))
   }
 
-  const signals = parent ? [...parent.signals] : []
-  if (signal && !signals.includes(signal)) signals.push(signal)
   return new QueryContext(
     Math.min(parent?.deadline ?? Infinity, ownDeadline),
-    Object.freeze(signals),
+    combinedSignals(parent?.signals ?? NO_SIGNALS, signal),
     criticality ?? parent?.criticality,
     domain ?? parent?.domain,
   )
+}
+
+/** Shared by every context without a signal: most have none, and each would otherwise allocate and freeze an empty array. */
+const NO_SIGNALS: readonly AbortSignal[] = Object.freeze([])
+
+function combinedSignals(inherited: readonly AbortSignal[], signal: AbortSignal | undefined): readonly AbortSignal[] {
+  if (!signal || inherited.includes(signal)) return inherited
+  return Object.freeze([...inherited, signal])
 }
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {

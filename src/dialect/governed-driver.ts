@@ -413,7 +413,8 @@ export class GovernedDriver implements Driver {
 
   /** @internal The connection is back in the pool (or destroyed): its permit goes to the next caller. */
   connectionReleased(connection: GovernedConnection, destroyed: boolean): void {
-    const heldMs = now() - connection.checkedOutAt
+    // A connection just kept warm was stamped then; read the clock once per release.
+    const heldMs = (connection.parked ? connection.parkedAt : now()) - connection.checkedOutAt
     this.#gate?.release(heldMs)
     if (this.#events.has('release')) this.#events.emit('release', { heldMs, destroyed })
   }
