@@ -12,6 +12,7 @@
  *   - plain          Kysely's PostgresDialect
  *   - plain+ALS      plain, each query inside AsyncLocalStorage.run() (the floor of any ALS context)
  *   - governed       GovernedPostgresDialect, default config
+ *   - governed, no warm   the same with warmConnections: false (every release through pg-pool)
  *   - deadline       governed, each query inside withQueryContext({ timeoutMs: 5000 })
  *   - telemetry on   governed + registerPrometheusMetrics + a pino logger (slowQueryMs 1000; no scrapes counted)
  * the worker (support/instructions-worker.ts) runs under callgrind with
@@ -66,6 +67,7 @@ const ALL_KINDS: readonly { readonly kind: InstructionKind; readonly name: strin
   { kind: 'plain', name: 'plain' },
   { kind: 'plain-als', name: 'plain+ALS' },
   { kind: 'governed', name: 'governed' },
+  { kind: 'governed-cold', name: 'governed, no warm' },
   { kind: 'deadline', name: 'deadline' },
   { kind: 'telemetry-on', name: 'telemetry on' },
 ]

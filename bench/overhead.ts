@@ -23,7 +23,9 @@
  * Note: with the default config every governed statement already carries the
  * default policy's 30 s budget (defaultTimeoutMs), so "governed" runs the
  * deadline machinery too. `BENCH_OVERHEAD_EXTRA=1` adds "governed, no policy"
- * (`defaultTimeoutMs: null`, no deadline at all; no target).
+ * (`defaultTimeoutMs: null`, no deadline at all) and "governed, no warm"
+ * (`warmConnections: false`: every release goes through pg-pool, as with
+ * PostgresDialect); neither has a target.
  *
  * The library is measured as compiled by tsc (BENCH_LIB=build, default) or
  * from src/ through tsx (BENCH_LIB=src); see bench/support/lib.ts.
@@ -61,7 +63,12 @@ const KINDS: readonly { readonly kind: SetupKind; readonly name: string }[] = [
   { kind: 'governed', name: 'governed' },
   { kind: 'deadline', name: 'deadline' },
   { kind: 'plain-als', name: 'plain+ALS' },
-  ...(envFlag('BENCH_OVERHEAD_EXTRA') ? [{ kind: 'governed-no-policy' as const, name: 'governed, no policy' }] : []),
+  ...(envFlag('BENCH_OVERHEAD_EXTRA')
+    ? [
+        { kind: 'governed-no-policy' as const, name: 'governed, no policy' },
+        { kind: 'governed-cold' as const, name: 'governed, no warm' },
+      ]
+    : []),
 ]
 
 interface RuntimeSetup {

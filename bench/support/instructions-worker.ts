@@ -20,7 +20,7 @@ import { governedDb, plainDb, select1, select1WithDeadline, type PlainDb } from 
 import { loadGovernor } from './lib.js'
 import { loadGovernorWithPrometheus } from './telemetry-lib.js'
 
-export type InstructionKind = 'plain' | 'plain-als' | 'governed' | 'deadline' | 'telemetry-on'
+export type InstructionKind = 'plain' | 'plain-als' | 'governed' | 'governed-cold' | 'deadline' | 'telemetry-on'
 
 const POOL_MAX = 16
 const DEADLINE_MS = 5000
@@ -41,7 +41,7 @@ async function setup(url: string, kind: InstructionKind): Promise<{ db: PlainDb;
     return { db, op: select1(db.db), cleanup: () => rmSync(dir, { recursive: true, force: true }) }
   }
   const { governor } = await loadGovernor()
-  const db = governedDb(governor, url, POOL_MAX)
+  const db = governedDb(governor, url, POOL_MAX, kind === 'governed-cold' ? { warmConnections: false } : {})
   return { db, op: kind === 'deadline' ? select1WithDeadline(governor, db.db, DEADLINE_MS) : select1(db.db), cleanup: () => {} }
 }
 

@@ -3,7 +3,7 @@ import type { RunResult, Setup } from './load.js'
 import type { NodeRuntime } from './node-runtimes.js'
 import { forkWorker } from './worker-channel.js'
 
-export type SetupKind = 'plain' | 'plain-als' | 'governed' | 'governed-no-policy' | 'deadline'
+export type SetupKind = 'plain' | 'plain-als' | 'governed' | 'governed-no-policy' | 'governed-cold' | 'deadline'
 
 export type WorkerRequest =
   | { type: 'init'; kind: SetupKind; url: string; poolMax: number; timeoutMs: number }

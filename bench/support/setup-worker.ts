@@ -12,6 +12,13 @@ import { closedLoop } from './load.js'
 import type { SetupKind, WorkerReply, WorkerRequest } from './isolated.js'
 import { serveParent } from './worker-channel.js'
 
+/** The governed setups that differ from the default config. */
+const GOVERNED_CONFIG: Partial<Record<SetupKind, Parameters<typeof governedDb>[3]>> = {
+  'governed-no-policy': { defaultTimeoutMs: null },
+  // Every release goes back to pg-pool, as with Kysely's PostgresDialect.
+  'governed-cold': { warmConnections: false },
+}
+
 let db: PlainDb | undefined
 let op: (() => Promise<unknown>) | undefined
 let sets = 0
@@ -30,7 +37,7 @@ async function init(kind: SetupKind, url: string, poolMax: number, timeoutMs: nu
     return 'ready'
   }
   const { governor, label } = await loadGovernor()
-  const governed = governedDb(governor, url, poolMax, kind === 'governed-no-policy' ? { defaultTimeoutMs: null } : {})
+  const governed = governedDb(governor, url, poolMax, GOVERNED_CONFIG[kind] ?? {})
   governed.dialect.events.on('statementTimeout', () => sets++)
   db = governed
   op = kind === 'deadline' ? select1WithDeadline(governor, governed.db, timeoutMs) : select1(governed.db)
