@@ -51,6 +51,9 @@ const SETS_STATEMENT_TIMEOUT = /^\s*(?:set\s+(?:session\s+|local\s+)?statement_t
 /** How long a cancelled statement may take to end before its connection is destroyed instead. */
 const SETTLE_TIMEOUT_MS = 5_000
 
+/** How long a cancelled statement may run on before the cancel is sent again; doubles each time, up to a second. */
+const CANCEL_AGAIN_AFTER_MS = 50
+
 /**
  * One pooled pg client, governed: every statement carries its deadline to the
  * server as statement_timeout (a SET only when the ladder step changes), is
@@ -202,7 +205,7 @@ export class GovernedConnection implements DatabaseConnection, WarmConnection {
       return Promise.resolve()
     }
     const { canceller, events } = this.#services
-    const cancel = kill ? canceller.terminate(pid, this.#client.secretKey) : canceller.cancel(pid, this.#client.secretKey)
+    const cancel = kill ? canceller.terminate(pid, this.#client.secretKey) : this.#cancelUntilEnded(pid, inFlight)
     const settled = Promise.allSettled([inFlight.whenEnded(), cancel]).then(([ended, sent]) => {
       const endError = ended.status === 'fulfilled' ? ended.value : undefined
       let outcome: CancelOutcome | undefined
@@ -221,6 +224,29 @@ export class GovernedConnection implements DatabaseConnection, WarmConnection {
       if (events.has('cancel')) events.emit('cancel', { pid, reason, outcome, error, destroyed: this.#discardReason !== undefined })
     })
     return this.#afterSettling(() => settled)
+  }
+
+  /**
+   * Sends the cancel, and sends it again while the statement runs on. A cancel
+   * that reaches the backend before the statement does (it was just sent) is
+   * dropped by the server, and a function can catch query_canceled. Resolves
+   * with the first cancel's outcome once the statement has ended and no cancel
+   * is on its way any more, so that none can meet the next statement.
+   */
+  async #cancelUntilEnded(pid: number, inFlight: InFlight): Promise<CancelOutcome> {
+    const { canceller } = this.#services
+    const secretKey = this.#client.secretKey
+    const outcome = await canceller.cancel(pid, secretKey)
+    let ended = false
+    const whenEnded = inFlight.whenEnded().then(() => {
+      ended = true
+    })
+    const giveUpAt = now() + SETTLE_TIMEOUT_MS
+    for (let delayMs = CANCEL_AGAIN_AFTER_MS; ; delayMs = Math.min(delayMs * 2, 1_000)) {
+      await endedOrElapsed(whenEnded, delayMs)
+      if (ended || now() >= giveUpAt || this.#discardReason !== undefined) return outcome
+      await canceller.cancel(pid, secretKey).catch(() => undefined)
+    }
   }
 
   /**
@@ -655,6 +681,16 @@ function reportStatement(
     context: budget.context,
     error,
   })
+}
+
+/** Resolves when `ended` does or after `ms`, whichever is first, leaving no timer behind. */
+function endedOrElapsed(ended: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const elapsed = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms)
+    timer.unref()
+  })
+  return Promise.race([ended, elapsed]).finally(() => clearTimeout(timer))
 }
 
 /** The typed error for a statement stopped on the wire, with where its time went. */

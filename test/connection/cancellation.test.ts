@@ -167,6 +167,35 @@ describe('abort at each stage', () => {
   })
 })
 
+describe('a statement that outlives its first cancel', () => {
+  it('is cancelled again until it stops, and its connection is reused, not destroyed', async () => {
+    // Stands in for a cancel that reached the backend before the statement did (the server drops it): the first cancel is swallowed.
+    await database.admin(`
+      create or replace function outlive_first_cancel() returns int language plpgsql as $$
+      begin
+        begin
+          perform pg_sleep(30);
+        exception when query_canceled then
+          perform pg_sleep(30);
+        end;
+        return 1;
+      end $$`)
+    const tag = 'outlive_first_cancel'
+    const controller = new AbortController()
+    const before = cancels.length
+    const pending = withQueryContext({ signal: controller.signal }, () => sql`select outlive_first_cancel() as ${sql.raw(tag)}`.execute(db))
+    const pid = await pidOfRunning(database, tag)
+    controller.abort(new Error('caller left'))
+    expect(await rejectionOf(pending)).toBeInstanceOf(QueryCanceledError)
+    await expectBackendIdle(database, pid)
+    await expectPoolAtRest()
+    expect(cancels.slice(before)).toMatchObject([{ pid, reason: 'abort', destroyed: false, outcome: { confirmed: true } }])
+    // The same backend serves the next query: the connection was returned clean.
+    const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(db)
+    expect(rows[0]?.pid).toBe(pid)
+  })
+})
+
 describe('streaming, stopped between fetches', () => {
   it('sends no further fetch, closes the cursor and frees the connection', async () => {
     const tag = 'stage_stream_between'
