@@ -79,7 +79,7 @@ import { machine, writeResults } from './support/results.js'
 import { runBench, sleep } from './support/run.js'
 import { estimateClockOffset, wallNow, type ClockOffset } from './support/server-clock.js'
 import { summarize } from './support/stats.js'
-import { withTimeout } from '../test/support/with-timeout.js'
+import { withTimeout } from '../src/context/with-timeout.js'
 import { lineChartSvg, writeResultFile, type Series } from './support/svg-chart.js'
 
 const RATE = envInt('BENCH_RATE', 400)

@@ -1,4 +1,5 @@
 import { now } from '../context/monotonic-clock.js'
+import { withTimeout } from '../context/with-timeout.js'
 import type { PgClientConstructor, PgStandaloneClient } from './pg-types.js'
 import { sendProtocolCancel, type CancelTarget } from './protocol-cancel.js'
 
@@ -135,6 +136,7 @@ export class Canceller {
             ),
           ),
           this.#options.controlTimeoutMs,
+          () => new Error(`no answer within ${this.#options.controlTimeoutMs} ms`),
         )
         for (const request of batch) request.resolve()
       } catch (error) {
@@ -197,18 +199,3 @@ export function controlClientFactory(Client: PgClientConstructor, poolOptions: o
   return () => new Client({ ...base, ...overrides })
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)
-    promise.then(
-      (value) => {
-        clearTimeout(timer)
-        resolve(value)
-      },
-      (error: unknown) => {
-        clearTimeout(timer)
-        reject(error instanceof Error ? error : new Error(String(error)))
-      },
-    )
-  })
-}

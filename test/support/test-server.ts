@@ -2,7 +2,7 @@ import { mkdtempSync, chmodSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { withTimeout } from './with-timeout.js'
+import { withTimeout } from '../../src/context/with-timeout.js'
 
 /** A running Postgres server for one test run. */
 export interface TestServer {

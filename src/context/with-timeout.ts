@@ -1,7 +1,8 @@
 /**
  * `promise`, or a rejection with `timeoutError()` after `ms` milliseconds,
  * whichever comes first. The timer is cleared either way; a late settlement of
- * `promise` is ignored.
+ * `promise` is ignored. Internal: the canceller, the test server and the
+ * overload bench share it.
  */
 export function withTimeout<T>(promise: Promise<T>, ms: number, timeoutError: () => Error = () => new Error(`timed out after ${ms} ms`)): Promise<T> {
   return new Promise((resolve, reject) => {
