@@ -26,6 +26,12 @@ export interface WarmConnectionsOptions {
 /** The defaults of {@link WarmConnectionsOptions}. */
 export const WARM_CONNECTION_DEFAULTS = Object.freeze({ idleMs: 250, leaseMs: 1_000 })
 
+/** Validated {@link WarmConnectionsOptions}, defaults filled in. */
+export interface WarmConnectionsSettings {
+  readonly idleMs: number
+  readonly leaseMs: number
+}
+
 /** What the warm stack needs of a connection. */
 export interface WarmConnection {
   /** When pg-pool lent the connection (monotonic ms). */
@@ -54,7 +60,7 @@ export class WarmConnections<C extends WarmConnection> {
   readonly #stack: C[] = []
   #sweepTimer: NodeJS.Timeout | undefined
 
-  constructor(options: { readonly idleMs: number; readonly leaseMs: number }) {
+  constructor(options: WarmConnectionsSettings) {
     this.#idleMs = options.idleMs
     this.#leaseMs = options.leaseMs
   }
@@ -63,7 +69,7 @@ export class WarmConnections<C extends WarmConnection> {
    * Validates the dialect's `warmConnections` option: `false` (off), or
    * `idleMs` and `leaseMs` from 1 ms up. Throws {@link InvalidOptionError}.
    */
-  static resolve(option: WarmConnectionsOptions | false | undefined): { readonly idleMs: number; readonly leaseMs: number } | undefined {
+  static resolve(option: WarmConnectionsOptions | false | undefined): WarmConnectionsSettings | undefined {
     if (option === false) return undefined
     if (option === undefined) return WARM_CONNECTION_DEFAULTS
     if (option === null || typeof option !== 'object') {

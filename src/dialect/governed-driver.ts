@@ -25,7 +25,7 @@ import { Canceller, controlClientFactory } from '../connection/canceller.js'
 import { GovernedConnection, type ConnectionServices } from '../connection/governed-connection.js'
 import type { PgClientConstructor, PgPool, PgPoolClient } from '../connection/pg-types.js'
 import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.js'
-import { WarmConnections } from '../connection/warm-connections.js'
+import { WarmConnections, type WarmConnectionsSettings } from '../connection/warm-connections.js'
 import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
 import { GovernorError } from '../errors/governor-error.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
@@ -92,6 +92,7 @@ export class GovernedDriver implements Driver {
   #canceller: Canceller | undefined
   #warm: WarmConnections<GovernedConnection> | undefined
   readonly #admission: ResolvedAdmissionPolicy
+  readonly #warmSettings: WarmConnectionsSettings | undefined
   readonly #estimator = new LoadEstimator()
   readonly #breaker: CircuitBreaker
   readonly #leaks: LeakDetector | undefined
@@ -103,6 +104,8 @@ export class GovernedDriver implements Driver {
       readonly ladder: StatementTimeoutLadder
       readonly events: GovernorEvents
       readonly admission: ResolvedAdmissionPolicy
+      /** Validated `warmConnections`; undefined when keeping is off. */
+      readonly warm: WarmConnectionsSettings | undefined
     },
   ) {
     this.#config = config
@@ -110,6 +113,7 @@ export class GovernedDriver implements Driver {
     this.#ladder = parts.ladder
     this.#events = parts.events
     this.#admission = parts.admission
+    this.#warmSettings = parts.warm
     this.#breaker = new CircuitBreaker(config.circuitBreaker, (state) => this.#events.emit('circuit', state))
     this.#leaks = config.leakDetectionThresholdMs === undefined ? undefined : new LeakDetector(config.leakDetectionThresholdMs, this.#events)
   }
@@ -165,10 +169,10 @@ export class GovernedDriver implements Driver {
       reconnectDelayMs: this.#config.controlConnection?.reconnectDelayMs ?? 1_000,
     })
     if (this.#config.controlConnection?.eager !== false) this.#canceller.start()
-    const warmOptions = WarmConnections.resolve(this.#config.warmConnections)
     // pg-pool's maxUses counts check-outs; a kept connection serves many queries in one, so keeping would stretch it.
     const maxUses = (resolved.options as { readonly maxUses?: number }).maxUses
-    this.#warm = warmOptions && !(typeof maxUses === 'number' && Number.isFinite(maxUses)) ? new WarmConnections(warmOptions) : undefined
+    const warm = this.#warmSettings
+    this.#warm = warm && !(typeof maxUses === 'number' && Number.isFinite(maxUses)) ? new WarmConnections(warm) : undefined
     this.#services = Object.freeze({
       warm: this.#warm,
       canceller: this.#canceller,

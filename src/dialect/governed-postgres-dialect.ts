@@ -18,7 +18,7 @@ import { enableOpenTelemetryTraces } from '../context/trace-context.js'
 import { attachLogger } from '../telemetry/logging.js'
 import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
-import { WarmConnections } from '../connection/warm-connections.js'
+import { WarmConnections, type WarmConnectionsSettings } from '../connection/warm-connections.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
 import { GovernedDriver, type PoolStats } from './governed-driver.js'
 import { poolMax } from './pool-max.js'
@@ -51,6 +51,7 @@ export class GovernedPostgresDialect implements Dialect {
   readonly #config: GovernedPostgresDialectConfig
   readonly #ladder: StatementTimeoutLadder
   readonly #admission: ResolvedAdmissionPolicy
+  readonly #warm: WarmConnectionsSettings | undefined
   readonly #drivers: GovernedDriver[] = []
   /** Policies by domain; change them at runtime with `set` and `delete`. */
   readonly policies: PolicyRegistry
@@ -78,7 +79,7 @@ export class GovernedPostgresDialect implements Dialect {
     // Validated here so that a bad option fails at construction, not at the first query.
     new CircuitBreaker(config.circuitBreaker)
     if (config.leakDetectionThresholdMs !== undefined) new LeakDetector(config.leakDetectionThresholdMs, this.events).stop()
-    WarmConnections.resolve(config.warmConnections)
+    this.#warm = WarmConnections.resolve(config.warmConnections)
     if (config.sqlComment !== undefined && typeof config.sqlComment !== 'boolean') {
       throw new InvalidOptionError('sqlComment', `must be a boolean; got ${String(config.sqlComment)}`)
     }
@@ -89,7 +90,7 @@ export class GovernedPostgresDialect implements Dialect {
   }
 
   createDriver(): Driver {
-    const driver = new GovernedDriver(this.#config, { policies: this.policies, ladder: this.#ladder, events: this.events, admission: this.#admission })
+    const driver = new GovernedDriver(this.#config, { policies: this.policies, ladder: this.#ladder, events: this.events, admission: this.#admission, warm: this.#warm })
     this.#drivers.push(driver)
     return driver
   }
