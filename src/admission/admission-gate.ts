@@ -1,7 +1,7 @@
 import { CRITICALITIES, type Criticality } from '../context/criticality.js'
-import { deadlineTimer, type DeadlineLink, type DeadlineWatcher } from '../context/deadline-timer.js'
+import { BudgetWatch } from '../context/budget-watch.js'
 import { now } from '../context/monotonic-clock.js'
-import type { AbortWatcher, QueryContext } from '../context/query-context.js'
+import type { QueryContext } from '../context/query-context.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { LoadShedError } from '../errors/load-shed-error.js'
 import { errorForStop, type StopCause } from '../errors/stop-error.js'
@@ -31,61 +31,41 @@ const MIN_RETRY_AFTER_MS = 50
 
 let nextSeq = 0
 
-class Waiter implements HeapEntry, DeadlineWatcher, AbortWatcher {
-  deadlineLink: DeadlineLink | undefined = undefined
+class Waiter extends BudgetWatch implements HeapEntry {
   heapIndex = -1
   readonly seq = nextSeq++
   readonly rank: number
-  readonly deadline: number
   readonly enqueuedAt = now()
   readonly #gate: AdmissionGate
   readonly #ticket: AdmissionTicket
   readonly #resolve: () => void
   readonly #reject: (error: Error) => void
-  readonly #onSignal = (): void => this.onAbort((this.#ticket.signal as AbortSignal).reason)
 
   constructor(gate: AdmissionGate, ticket: AdmissionTicket, resolve: () => void, reject: (error: Error) => void) {
+    super(ticket)
     this.#gate = gate
     this.#ticket = ticket
     this.rank = ticket.rank
-    this.deadline = ticket.deadline
     this.#resolve = resolve
     this.#reject = reject
-    if (ticket.deadline < Infinity) deadlineTimer.add(this)
-    ticket.context?.watch(this)
-    ticket.signal?.addEventListener('abort', this.#onSignal)
+    this.watch()
   }
 
   grant(): void {
-    this.#detach()
+    this.unwatch()
     this.#resolve()
   }
 
   fail(error: Error): void {
-    this.#detach()
+    this.unwatch()
     this.#reject(error)
   }
 
-  onDeadline(): void {
-    this.#stop({ kind: 'deadline' })
-  }
-
-  onAbort(reason: unknown): void {
-    this.#stop({ kind: 'abort', reason })
-  }
-
-  #stop(cause: StopCause): void {
+  protected onStop(cause: StopCause): void {
     if (!this.#gate.withdraw(this)) return
-    this.#detach()
     this.#reject(
       errorForStop(cause, { phase: 'waiting', budgetMs: this.deadline - this.#ticket.startedAt, waitedMs: now() - this.enqueuedAt, ranMs: 0 }),
     )
-  }
-
-  #detach(): void {
-    deadlineTimer.delete(this)
-    this.#ticket.context?.unwatch(this)
-    this.#ticket.signal?.removeEventListener('abort', this.#onSignal)
   }
 }
 
