@@ -51,3 +51,8 @@ export function refusalToStart(budget: QueryBudget, signal?: AbortSignal): Error
   if (budget.remainingMs <= 0) return errorForStop({ kind: 'deadline' }, { phase: 'before_start', budgetMs: 0, waitedMs: 0, ranMs: 0 })
   return undefined
 }
+
+/** The same budget (deadline, criticality, context) as seen from a later instant, after part of it was spent waiting. */
+export function budgetFrom(budget: QueryBudget, at: number): QueryBudget {
+  return { ...budget, startedAt: at, remainingMs: budget.deadline - at }
+}

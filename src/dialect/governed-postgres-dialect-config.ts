@@ -4,8 +4,8 @@ import type { CircuitBreakerOptions } from '../admission/circuit-breaker.js'
 import type { Criticality } from '../context/criticality.js'
 import type { GovernorLogger, LoggingOptions } from '../telemetry/logging.js'
 import type { QueryPolicy } from '../context/policy-registry.js'
-import type { PgClientConstructor, PgCursorConstructor, PgPool } from '../connection/pg-types.js'
-import type { WarmConnectionsOptions } from '../connection/warm-connections.js'
+import type { PgClientConstructor, PgCursorConstructor, PgPool } from '../session/pg-types.js'
+import type { WarmConnectionsOptions } from '../governor/warm-connections.js'
 
 /**
  * Options of {@link GovernedPostgresDialect}: Kysely's `PostgresDialectConfig`

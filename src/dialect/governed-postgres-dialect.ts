@@ -12,16 +12,17 @@ import {
 import { resolveAdmissionPolicy, type ResolvedAdmissionPolicy } from '../admission/admission-policy.js'
 import { CircuitBreaker } from '../admission/circuit-breaker.js'
 import { PolicyRegistry } from '../context/policy-registry.js'
-import { LeakDetector } from '../connection/leak-detector.js'
+import { LeakDetector } from '../governor/leak-detector.js'
 import { GovernorError } from '../errors/governor-error.js'
 import { enableOpenTelemetryTraces } from '../context/trace-context.js'
 import { attachLogger } from '../telemetry/logging.js'
-import { StatementTimeoutLadder } from '../connection/statement-timeout-ladder.js'
+import { StatementTimeoutLadder } from '../session/statement-timeout-ladder.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
-import { WarmConnections, type WarmConnectionsSettings } from '../connection/warm-connections.js'
+import { WarmConnections, type WarmConnectionsSettings } from '../governor/warm-connections.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
-import { GovernedDriver, type PoolStats } from './governed-driver.js'
-import { poolMax } from './pool-max.js'
+import { GovernedDriver } from './governed-driver.js'
+import type { PoolStats } from '../governor/pool-stats.js'
+import { poolMax } from '../governor/pool-max.js'
 import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-config.js'
 
 /**
@@ -90,7 +91,20 @@ export class GovernedPostgresDialect implements Dialect {
   }
 
   createDriver(): Driver {
-    const driver = new GovernedDriver(this.#config, { policies: this.policies, ladder: this.#ladder, events: this.events, admission: this.#admission, warm: this.#warm })
+    const config = this.#config
+    const driver = new GovernedDriver(config, {
+      policies: this.policies,
+      ladder: this.#ladder,
+      events: this.events,
+      admission: this.#admission,
+      warm: this.#warm,
+      circuitBreaker: config.circuitBreaker,
+      leakDetectionThresholdMs: config.leakDetectionThresholdMs,
+      cursor: config.cursor,
+      sqlComment: config.sqlComment,
+      controlClient: config.controlClient,
+      controlConnection: config.controlConnection,
+    })
     this.#drivers.push(driver)
     return driver
   }

@@ -16,5 +16,5 @@ export function errorForStop(
   const { phase, budgetMs, waitedMs, ranMs, serverError } = details
   return cause.kind === 'deadline'
     ? new DeadlineExceededError({ phase, budgetMs, waitedMs, ranMs, cause: serverError })
-    : new QueryCanceledError({ phase, reason: cause.reason, waitedMs, ranMs })
+    : new QueryCanceledError({ phase, reason: cause.reason, waitedMs, ranMs, cause: serverError })
 }

@@ -1,5 +1,5 @@
 import type { Criticality } from '../context/criticality.js'
-import type { CancelOutcome } from '../connection/canceller.js'
+import type { CancelOutcome } from '../session/canceller.js'
 import type { QueryPhase } from '../errors/query-phase.js'
 import type { ShedReason } from '../errors/load-shed-error.js'
 import type { CircuitState } from '../admission/circuit-breaker.js'

@@ -26,7 +26,7 @@ export interface PgClient {
   readonly processID?: number | null
   readonly secretKey?: number | null
   /** pg >= 8.16: 'I' idle, 'T' in a transaction, 'E' in a failed transaction. */
-  getTransactionStatus?(): string | null
+  getTransactionStatus(): string | null
 }
 
 export interface PgPoolClient extends PgClient {

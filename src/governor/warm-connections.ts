@@ -32,37 +32,47 @@ export interface WarmConnectionsSettings {
   readonly leaseMs: number
 }
 
-/** What the warm stack needs of a connection. */
-export interface WarmConnection {
-  /** When pg-pool lent the connection (monotonic ms). */
-  leasedAt: number
-  /** When it was last kept (monotonic ms). */
+/**
+ * One pg-pool check-out: the session pg-pool lent and when. It outlives the
+ * queries it serves; the warm stack stamps when it was last kept.
+ */
+export interface Loan<S> {
+  readonly session: S
+  /** When pg-pool lent the client (monotonic ms). */
+  readonly lentAt: number
+  /** When the warm stack last kept it (monotonic ms); the stack's own field. */
   parkedAt: number
-  /** It is in the warm stack now. */
-  parked: boolean
-  /** Hands the client back to pg-pool (destroyed when it was discarded meanwhile). */
-  returnToPool(): void
 }
 
 /**
- * Released connections that the dialect keeps for the next query instead of
+ * Released connections that the governor keeps for the next query instead of
  * handing them back to pg-pool: a check-out and check-in through pg-pool
  * (its promise, a `process.nextTick`, an idle timer armed and cleared, its
  * listeners moved) costs more client CPU than our whole governance of a
  * statement. Kept connections are taken last-in first-out, so that under
  * steady load a few connections stay hot and the rest grow idle and go back.
  * The permits of kept connections are free: admission counts them as idle.
+ *
+ * @example
+ * ```ts
+ * const warm = new WarmConnections(WARM_CONNECTION_DEFAULTS, (session) => session.returnToPool())
+ * if (!warm.keep(loan, now())) loan.session.returnToPool()
+ * const next = warm.take() // the loan kept last, or undefined
+ * ```
  */
-export class WarmConnections<C extends WarmConnection> {
+export class WarmConnections<S> {
   readonly #idleMs: number
   readonly #leaseMs: number
+  readonly #giveBack: (session: S) => void
   /** Oldest kept at the bottom: pushes come in time order and takes come off the top. */
-  readonly #stack: C[] = []
+  readonly #stack: Loan<S>[] = []
   #sweepTimer: NodeJS.Timeout | undefined
 
-  constructor(options: WarmConnectionsSettings) {
+  /** `giveBack` hands a session that leaves the stack other than by `take` back to pg-pool. */
+  constructor(options: WarmConnectionsSettings, giveBack: (session: S) => void) {
     this.#idleMs = options.idleMs
     this.#leaseMs = options.leaseMs
+    this.#giveBack = giveBack
   }
 
   /**
@@ -90,29 +100,26 @@ export class WarmConnections<C extends WarmConnection> {
   }
 
   /** The most recently kept connection, or `undefined`. */
-  take(): C | undefined {
-    const connection = this.#stack.pop()
-    if (connection) connection.parked = false
-    return connection
+  take(): Loan<S> | undefined {
+    return this.#stack.pop()
   }
 
   /** Keeps a released connection; false when its lease is over and it must go back to pg-pool. */
-  keep(connection: C, at: number): boolean {
-    if (at - connection.leasedAt >= this.#leaseMs) return false
-    connection.parkedAt = at
-    connection.parked = true
-    this.#stack.push(connection)
+  keep(loan: Loan<S>, at: number): boolean {
+    if (at - loan.lentAt >= this.#leaseMs) return false
+    loan.parkedAt = at
+    this.#stack.push(loan)
     if (!this.#sweepTimer) this.#armSweep(this.#idleMs)
     return true
   }
 
-  /** Takes a kept connection out (it broke while kept) and hands it back to pg-pool. */
-  evict(connection: C): void {
-    if (!connection.parked) return
-    const index = this.#stack.indexOf(connection)
-    if (index >= 0) this.#stack.splice(index, 1)
-    connection.parked = false
-    connection.returnToPool()
+  /** Takes a kept session out (it broke while kept) and hands it back to pg-pool; false when it is not kept. */
+  evict(session: S): boolean {
+    const index = this.#stack.findIndex((loan) => loan.session === session)
+    if (index < 0) return false
+    this.#stack.splice(index, 1)
+    this.#giveBack(session)
+    return true
   }
 
   /** Hands every kept connection back to pg-pool (the dialect is being destroyed). */
@@ -132,16 +139,13 @@ export class WarmConnections<C extends WarmConnection> {
     this.#sweepTimer = undefined
     const cutoff = now() - this.#idleMs
     let stale = 0
-    while (stale < this.#stack.length && (this.#stack[stale] as C).parkedAt <= cutoff) stale++
+    while (stale < this.#stack.length && (this.#stack[stale] as Loan<S>).parkedAt <= cutoff) stale++
     this.#returnOldest(stale)
     const oldest = this.#stack[0]
     if (oldest) this.#armSweep(oldest.parkedAt + this.#idleMs - now())
   }
 
   #returnOldest(count: number): void {
-    for (const connection of this.#stack.splice(0, count)) {
-      connection.parked = false
-      connection.returnToPool()
-    }
+    for (const loan of this.#stack.splice(0, count)) this.#giveBack(loan.session)
   }
 }

@@ -1,0 +1,82 @@
+import type { CompiledQuery, ControlConnectionProvider, DatabaseConnection, QueryResult } from 'kysely'
+import type { Lease } from '../governor/lease.js'
+import type { PgPoolClient, PgQueryResult } from '../session/pg-types.js'
+
+// Set by the class's static block: the driver reads a connection's lease without a public field.
+let leaseOf: (connection: GovernedConnection) => Lease
+
+/**
+ * What Kysely holds while it uses a connection: one {@link Lease} of the
+ * governor, translated to Kysely's `DatabaseConnection`. Every statement is
+ * governed by the session behind it.
+ *
+ * @example
+ * ```ts
+ * await db.connection().execute(async (conn) => {
+ *   // Kysely hands out GovernedConnection instances; their statements are governed like any other.
+ *   await sql`listen orders`.execute(conn)
+ * })
+ * ```
+ */
+export class GovernedConnection implements DatabaseConnection {
+  readonly #lease: Lease
+
+  constructor(lease: Lease) {
+    this.#lease = lease
+  }
+
+  static {
+    leaseOf = (connection) => connection.#lease
+  }
+
+  /** The server process id of this connection. */
+  get pid(): number | undefined {
+    return this.#lease.session.pid
+  }
+
+  /** The pg client, for advanced use (LISTEN, COPY). Do not release it yourself. */
+  get client(): PgPoolClient {
+    return this.#lease.session.client
+  }
+
+  async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+    return toQueryResult(await this.#lease.session.execute<R>(compiledQuery.sql, compiledQuery.parameters, compiledQuery.queryId?.queryId))
+  }
+
+  async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize: number): AsyncIterableIterator<QueryResult<R>> {
+    for await (const rows of this.#lease.session.stream<R>(compiledQuery.sql, compiledQuery.parameters, chunkSize, compiledQuery.queryId?.queryId)) {
+      yield { rows }
+    }
+  }
+
+  /** Kysely's 'cancel query' strategy. */
+  cancelQuery(_controlConnectionProvider: ControlConnectionProvider): Promise<void> {
+    return this.#lease.session.cancelCurrent('cancel')
+  }
+
+  /** Kysely's 'kill session' strategy: the connection is destroyed afterwards. */
+  killSession(_controlConnectionProvider: ControlConnectionProvider): Promise<void> {
+    return this.#lease.session.cancelCurrent('terminate')
+  }
+
+  /** The pid is known from the startup message; nothing to collect. */
+  async collectSessionInfo(): Promise<void> {}
+}
+
+/** @internal The lease behind a connection, for the driver that made it. */
+export function leaseOfConnection(connection: DatabaseConnection): Lease {
+  if (connection instanceof GovernedConnection) return leaseOf(connection)
+  throw new TypeError('GovernedDriver was given a connection it did not create')
+}
+
+function toQueryResult<R>(result: PgQueryResult<R>): QueryResult<R> {
+  const { command, rowCount, rows } = result
+  if (command === 'ROLLBACK' || command === 'COMMIT') {
+    return { rows: [{ command } as R] }
+  }
+  return {
+    numAffectedRows:
+      command === 'INSERT' || command === 'UPDATE' || command === 'DELETE' || command === 'MERGE' ? BigInt(rowCount ?? 0) : undefined,
+    rows: rows ?? [],
+  }
+}

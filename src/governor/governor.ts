@@ -1,0 +1,334 @@
+import { AdmissionGate, type AdmissionTicket } from '../admission/admission-gate.js'
+import type { ResolvedAdmissionPolicy } from '../admission/admission-policy.js'
+import { CircuitBreaker, isConnectionFailure, type CircuitBreakerOptions } from '../admission/circuit-breaker.js'
+import { LoadEstimator } from '../admission/load-estimator.js'
+import { BudgetRace } from '../context/budget-race.js'
+import { criticalityRank } from '../context/criticality.js'
+import { now } from '../context/monotonic-clock.js'
+import type { PolicyRegistry } from '../context/policy-registry.js'
+import { currentBudget, currentRank, refusalToStart } from '../context/query-budget.js'
+import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
+import { GovernorError } from '../errors/governor-error.js'
+import { InvalidOptionError } from '../errors/invalid-option-error.js'
+import { LoadShedError } from '../errors/load-shed-error.js'
+import { QueryCanceledError } from '../errors/query-canceled-error.js'
+import type { QueryPhase } from '../errors/query-phase.js'
+import { errorForStop } from '../errors/stop-error.js'
+import { Canceller, controlClientFactory } from '../session/canceller.js'
+import { GovernedSession, type SessionEnd, type SessionServices } from '../session/governed-session.js'
+import type { PgClientConstructor, PgCursorConstructor, PgPool, PgPoolClient } from '../session/pg-types.js'
+import type { StatementTimeoutLadder } from '../session/statement-timeout-ladder.js'
+import type { GovernorEvents } from '../telemetry/governor-events.js'
+import { LeakDetector } from './leak-detector.js'
+import { Lease } from './lease.js'
+import type { PoolStats } from './pool-stats.js'
+import { poolMax } from './pool-max.js'
+import { WarmConnections, type Loan, type WarmConnectionsSettings } from './warm-connections.js'
+
+/** Everything a governor is built from; validated by whoever builds it (the dialect). */
+export interface GovernorParts {
+  readonly policies: PolicyRegistry
+  readonly ladder: StatementTimeoutLadder
+  readonly events: GovernorEvents
+  readonly admission: ResolvedAdmissionPolicy
+  /** Validated `warmConnections`; undefined when keeping is off. */
+  readonly warm: WarmConnectionsSettings | undefined
+  readonly circuitBreaker?: CircuitBreakerOptions | undefined
+  readonly leakDetectionThresholdMs?: number | undefined
+  readonly cursor?: PgCursorConstructor | undefined
+  readonly sqlComment?: boolean | undefined
+  /** Makes the control connection; the pool's own `Client` by default. */
+  readonly controlClient?: PgClientConstructor | undefined
+  readonly controlConnection?:
+    | {
+        readonly config?: object | undefined
+        readonly eager?: boolean | undefined
+        readonly timeoutMs?: number | undefined
+        readonly reconnectDelayMs?: number | undefined
+      }
+    | undefined
+}
+
+/**
+ * The governed core of one pg-pool, with no ORM in it: admission (gate,
+ * breaker, load estimator), the warm stack, the canceller and one
+ * {@link GovernedSession} per pg client. {@link Governor.acquire} hands out a
+ * {@link Lease}; adapters (the Kysely driver, a `pg.Pool` facade) translate
+ * their calls into leases and session statements and decide nothing.
+ *
+ * @example
+ * ```ts
+ * const governor = new Governor(pool, parts)
+ * const lease = await withQueryContext({ timeoutMs: 500 }, () => governor.acquire())
+ * try {
+ *   await lease.session.execute('select 1', [])
+ * } finally {
+ *   lease.release()
+ * }
+ * ```
+ */
+export class Governor {
+  readonly #parts: GovernorParts
+  readonly #sessions = new WeakMap<PgPoolClient, GovernedSession>()
+  readonly #services: SessionServices
+  readonly #estimator = new LoadEstimator()
+  readonly #breaker: CircuitBreaker
+  readonly #gate: AdmissionGate
+  readonly #canceller: Canceller
+  readonly #warm: WarmConnections<GovernedSession> | undefined
+  readonly #leaks: LeakDetector | undefined
+  readonly #onRelease = (lease: Lease): void => this.#released(lease)
+  #pool: PgPool | undefined
+
+  constructor(pool: PgPool, parts: GovernorParts) {
+    this.#parts = parts
+    const { events } = parts
+    this.#breaker = new CircuitBreaker(parts.circuitBreaker, (state) => events.emit('circuit', state))
+    this.#gate = new AdmissionGate(poolMax(pool), parts.admission, this.#estimator, this.#breaker)
+    this.#leaks = parts.leakDetectionThresholdMs === undefined ? undefined : new LeakDetector(parts.leakDetectionThresholdMs, events)
+    // An unhandled 'error' from an idle client would crash the process (a server restart does that).
+    pool.on?.('error', (error) => events.emit('poolError', error))
+    const Client = parts.controlClient ?? pool.Client
+    if (!Client) throw new InvalidOptionError('controlClient', 'is required when the pool has no `Client` constructor: pass pg.Client')
+    const probe = new Client({ ...pool.options })
+    const control = parts.controlConnection
+    this.#canceller = new Canceller({
+      createClient: controlClientFactory(Client, pool.options, control?.config),
+      target: { host: probe.host ?? 'localhost', port: probe.port ?? 5432 },
+      controlTimeoutMs: control?.timeoutMs ?? 1_000,
+      reconnectDelayMs: control?.reconnectDelayMs ?? 1_000,
+    })
+    if (control?.eager !== false) this.#canceller.start()
+    // pg-pool's maxUses counts check-outs; a kept session serves many queries in one, so keeping would stretch it.
+    const maxUses = (pool.options as { readonly maxUses?: number }).maxUses
+    const keepWarm = parts.warm !== undefined && !(typeof maxUses === 'number' && Number.isFinite(maxUses))
+    this.#warm = keepWarm ? new WarmConnections(parts.warm as WarmConnectionsSettings, (session) => session.returnToPool()) : undefined
+    this.#services = Object.freeze({
+      canceller: this.#canceller,
+      ladder: parts.ladder,
+      policies: parts.policies,
+      events,
+      cursor: parts.cursor,
+      sqlComment: parts.sqlComment === true,
+      discarded: (session: GovernedSession, error: Error | undefined) => {
+        // A kept session is idle: its failure is what pg-pool reports as 'error' for its own idle clients.
+        if (this.#warm?.evict(session) && error) events.emit('poolError', error)
+      },
+    })
+    this.#pool = pool
+  }
+
+  get pool(): PgPool | undefined {
+    return this.#pool
+  }
+
+  get gate(): AdmissionGate {
+    return this.#gate
+  }
+
+  /**
+   * A session and its permit, admitted by the caller's criticality and
+   * bounded by its budget on every path: the wait in the queue, the wait for
+   * pg-pool, the opening of a new connection. `signal` is a per-call signal
+   * outside the ambient context (Kysely's `execute({ signal })`).
+   */
+  async acquire(signal?: AbortSignal): Promise<Lease> {
+    const pool = this.#pool
+    if (!pool) throw new GovernorError('POOL_CLOSED', 'the pool has been closed')
+    const gate = this.#gate
+    const { events } = this.#parts
+    const observed = events.has('acquire')
+    const startedAt = observed ? now() : 0
+    const admitted = gate.tryAcquire() || (!signal && gate.tryAcquireFor(currentRank(this.#parts.policies)))
+    // The hot path: a permit and a warm session; no pg-pool, no budget, no timer.
+    const warm = admitted && !signal ? this.#warm?.take() : undefined
+    if (warm) return this.#lease(warm, false, observed, startedAt, undefined, undefined)
+    const ticket = this.#ticket(signal, admitted)
+    let loan: Loan<GovernedSession> | undefined
+    let fresh = false
+    let createMs: number | undefined
+    try {
+      if (!admitted) await this.#admit(ticket)
+      // A permit freed by a release usually comes with that session, kept warm.
+      loan = this.#warm?.take()
+      if (!loan) {
+        const connectStartedAt = now()
+        const idleBefore = pool.idleCount ?? 0
+        const client = await this.#lendWithin(pool, ticket)
+        if (idleBefore === 0) createMs = now() - connectStartedAt
+        let session = this.#sessions.get(client)
+        if (!session) {
+          session = new GovernedSession(client, this.#services)
+          this.#sessions.set(client, session)
+          fresh = true
+        }
+        loan = { session, lentAt: now(), parkedAt: 0 }
+      }
+    } catch (error) {
+      this.#reportRefusal(error, ticket)
+      throw error
+    }
+    return this.#lease(loan, fresh, observed, startedAt, createMs, ticket)
+  }
+
+  /** Counts of the pool and of the wait queue, at this instant. */
+  stats(): PoolStats {
+    const gate = this.#gate
+    const pool = this.#pool
+    const total = pool?.totalCount ?? 0
+    const warm = this.#warm?.size ?? 0
+    const idle = (pool?.idleCount ?? 0) + warm
+    return {
+      max: gate.max,
+      total,
+      idle,
+      warm,
+      used: total - idle,
+      permits: gate.inUse,
+      waiting: gate.waiting,
+      pgPoolWaiting: pool?.waitingCount ?? 0,
+      utilisation: gate.utilisation,
+      sheddingLevel: gate.sheddingLevel,
+      circuit: this.#breaker.state,
+      meanUseMs: this.#estimator.meanUseMs,
+      meanWaitMs: this.#estimator.meanWaitMs,
+    }
+  }
+
+  /** Refuses every waiter, hands kept sessions back, closes the control connection and ends the pool. */
+  async end(): Promise<void> {
+    const pool = this.#pool
+    this.#pool = undefined
+    this.#leaks?.stop()
+    this.#gate.rejectAll(new GovernorError('POOL_CLOSED', 'the pool was closed while the query waited for a connection'))
+    // pg-pool's end() waits for every client it lent; kept ones must go back first.
+    this.#warm?.drain()
+    await this.#canceller.end()
+    if (pool) await pool.end()
+  }
+
+  #lease(loan: Loan<GovernedSession>, fresh: boolean, observed: boolean, startedAt: number, createMs: number | undefined, ticket: AdmissionTicket | undefined): Lease {
+    const lease = new Lease(loan, now(), fresh, this.#onRelease)
+    this.#leaks?.checkedOut(lease, loan.session.pid)
+    if (observed) this.#parts.events.emit('acquire', { waitedMs: lease.checkedOutAt - startedAt, createMs, criticality: ticket?.criticality })
+    return lease
+  }
+
+  /** The one place a permit comes back: after the session's release rule has run. */
+  #released(lease: Lease): void {
+    this.#leaks?.returned(lease)
+    const end = lease.session.endUse()
+    if (typeof end === 'string') this.#settleRelease(lease, end)
+    else void end.then((settled) => this.#settleRelease(lease, settled))
+  }
+
+  #settleRelease(lease: Lease, end: SessionEnd): void {
+    const at = now()
+    const warm = this.#warm
+    // Kept only when clean, and not while something waits in pg-pool's own queue.
+    const kept = end === 'clean' && warm !== undefined && this.#pool !== undefined && (this.#pool.waitingCount ?? 0) === 0 && warm.keep(lease.loan, at)
+    if (!kept) lease.session.returnToPool()
+    const heldMs = at - lease.checkedOutAt
+    this.#gate.release(heldMs)
+    const { events } = this.#parts
+    if (events.has('release')) events.emit('release', { heldMs, destroyed: end === 'broken' })
+  }
+
+  /** The caller's budget and criticality; refuses work that cannot start, freeing the permit it was given. */
+  #ticket(signal: AbortSignal | undefined, holdsPermit: boolean): AdmissionTicket {
+    const budget = currentBudget(this.#parts.policies)
+    const ticket: AdmissionTicket = {
+      rank: criticalityRank(budget.criticality),
+      criticality: budget.criticality,
+      deadline: budget.deadline,
+      startedAt: budget.startedAt,
+      context: budget.context,
+      signal,
+    }
+    const refusal = refusalToStart(budget, signal)
+    if (refusal) {
+      if (holdsPermit) this.#gate.abandon()
+      this.#reportRefusal(refusal, ticket)
+      throw refusal
+    }
+    return ticket
+  }
+
+  async #admit(ticket: AdmissionTicket): Promise<void> {
+    try {
+      await this.#gate.acquire(ticket)
+    } catch (error) {
+      const { events } = this.#parts
+      if (error instanceof LoadShedError && events.has('shed')) {
+        events.emit('shed', {
+          criticality: error.criticality,
+          domain: ticket.context?.domain,
+          reason: error.reason,
+          retryAfterMs: error.retryAfterMs,
+          utilisation: this.#gate.utilisation,
+        })
+      }
+      throw error
+    }
+  }
+
+  /**
+   * pg-pool's connect, bounded by the budget: opening a connection can take
+   * long (or forever, with a blackholed server and pg-pool's default of no
+   * connect timeout), and even an idle client can mean a wait when callers
+   * arrive together. A client that arrives after its caller gave up goes
+   * straight back; a failed connect returns the permit.
+   */
+  #lendWithin(pool: PgPool, ticket: AdmissionTicket): Promise<PgPoolClient> {
+    const gate = this.#gate
+    // The permit stays taken until pg-pool's connect has settled, so that pg-pool never has more out than we count.
+    const connecting = pool.connect().then(
+      (client) => {
+        this.#breaker.recordSuccess()
+        if (this.#pool) return client
+        client.release()
+        gate.abandon()
+        throw new GovernorError('POOL_CLOSED', 'the pool was closed while the connection was opened')
+      },
+      (error: unknown) => {
+        gate.abandon()
+        if (isConnectionFailure(error)) this.#breaker.recordFailure()
+        throw error
+      },
+    )
+    if (ticket.deadline === Infinity && !ticket.context?.signals.length && !ticket.signal) return connecting
+    return new BudgetRace(connecting, ticket, (cause) => {
+      connecting.then(
+        (client) => {
+          client.release()
+          gate.abandon()
+        },
+        () => {},
+      )
+      return errorForStop(cause, { phase: 'waiting', budgetMs: ticket.deadline - ticket.startedAt, waitedMs: now() - ticket.startedAt, ranMs: 0 })
+    }).promise
+  }
+
+  /** A query event for work that never reached a statement: refused, expired or aborted while waiting. */
+  #reportRefusal(error: unknown, ticket: AdmissionTicket): void {
+    const { events } = this.#parts
+    if (!events.has('query')) return
+    const outcome =
+      error instanceof LoadShedError ? 'shed' : error instanceof DeadlineExceededError ? 'deadline_exceeded' : error instanceof QueryCanceledError ? 'canceled' : 'error'
+    events.emit('query', {
+      outcome,
+      criticality: ticket.criticality,
+      domain: ticket.context?.domain,
+      phase: outcome === 'shed' ? 'before_start' : ((error as { phase?: QueryPhase }).phase ?? 'waiting'),
+      budgetMs: ticket.deadline - ticket.startedAt,
+      waitedMs: now() - ticket.startedAt,
+      ranMs: 0,
+      pid: undefined,
+      sqlState: undefined,
+      queryId: undefined,
+      sql: undefined,
+      context: ticket.context,
+      error,
+    })
+  }
+}
