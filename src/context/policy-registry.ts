@@ -96,11 +96,6 @@ export class PolicyRegistry {
     return this.#policies.delete(domain)
   }
 
-  /** Registered domains, for bounded metric labels. */
-  domains(): string[] {
-    return [...this.#policies.keys()]
-  }
-
   has(domain: string): boolean {
     return this.#policies.has(domain)
   }

@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process'
+import { createRequire } from 'node:module'
 import Cursor from 'pg-cursor'
 import { sql } from 'kysely'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -13,7 +15,35 @@ dialect.events.on('cancel', (event) => cancels.push(event))
 
 afterAll(() => db.destroy())
 
+const pgModule = createRequire(import.meta.url).resolve('pg')
 
+/**
+ * Holds this thread (no timer runs, no socket is read) until backend `pid`
+ * has stopped running its statement, as another process sees it in
+ * pg_stat_activity. The server flushes its error before it reports the
+ * backend idle, so the error is in our socket when this returns.
+ */
+function holdThreadUntilBackendIdle(pid: number): void {
+  const watcher = `
+    const pg = require(process.env.PG_MODULE)
+    const client = new pg.Client({ connectionString: process.env.DATABASE_URL })
+    async function watch() {
+      await client.connect()
+      for (;;) {
+        const { rows } = await client.query('select state from pg_stat_activity where pid = $1', [Number(process.env.BACKEND_PID)])
+        if (rows[0]?.state !== 'active') break
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+      await client.end()
+    }
+    watch().then(() => process.exit(0), (error) => { console.error(error); process.exit(1) })`
+  const result = spawnSync(process.execPath, ['-e', watcher], {
+    env: { ...process.env, PG_MODULE: pgModule, DATABASE_URL: database.url, BACKEND_PID: String(pid) },
+    encoding: 'utf8',
+    timeout: 30_000,
+  })
+  if (result.status !== 0) throw new Error(`watching backend ${pid} failed: ${result.error?.message ?? result.stderr}`)
+}
 
 async function expectPoolAtRest(): Promise<void> {
   await waitFor('the pool to return to rest', async () => {
@@ -53,12 +83,39 @@ describe('invariant 1: a query whose deadline passes', () => {
   })
 
   it('carries the server error as cause when statement_timeout fires first', async () => {
-    // The policy sets the deadline; a nested context cannot extend it.
-    const error = await rejectionOf(
-      withQueryContext({ timeoutMs: 150 }, () => withQueryContext({ timeoutMs: 60_000 }, () => sql`select pg_sleep(5)`.execute(db))),
+    const tag = 'inv1_server_first'
+    const before = cancels.length
+    // 2 s is a ladder step: the server gets statement_timeout = 2 s and stops the statement just after the deadline.
+    // The policy sets the deadline; the nested context cannot extend it (else the server would allow 60 s).
+    const started = performance.now()
+    const pending = withQueryContext({ timeoutMs: 2_000 }, () =>
+      withQueryContext({ timeoutMs: 60_000 }, () => sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(db)),
     )
+    const pid = await pidOfRunning(database, tag)
+    // From a timer callback well before the deadline, hold the thread until the server has stopped the statement.
+    // Node runs only the timers that were due when its timer phase began, then reads sockets: the server's error
+    // is read before our deadline timer can run.
+    const heldAt = await new Promise<number>((resolve, reject) =>
+      setTimeout(() => {
+        const at = performance.now()
+        try {
+          holdThreadUntilBackendIdle(pid)
+          resolve(at)
+        } catch (error) {
+          reject(error)
+        }
+      }, 0),
+    )
+    // The precondition of the race: the thread was held while the deadline was still ahead.
+    expect(heldAt - started).toBeLessThan(1_500)
+    const error = await rejectionOf(pending)
     expect(error).toBeInstanceOf(DeadlineExceededError)
-    expect(error.budgetMs).toBeLessThan(200)
+    expect(error.phase).toBe('running')
+    expect(error.cause).toMatchObject({ code: '57014', message: 'canceling statement due to statement timeout' })
+    // The server stopped the statement itself: we sent no cancel.
+    expect(cancels.slice(before)).toEqual([])
+    await expectBackendIdle(database, pid)
+    await expectPoolAtRest()
   })
 })
 
@@ -66,10 +123,14 @@ describe('abort at each stage', () => {
   it('before acquire: nothing is sent', async () => {
     const controller = new AbortController()
     controller.abort(new Error('gone before we started'))
-    const error = await rejectionOf(withQueryContext({ signal: controller.signal }, () => sql`select 1`.execute(db)))
+    const tag = 'stage_before_acquire'
+    const error = await rejectionOf(withQueryContext({ signal: controller.signal }, () => sql`select 1 as ${sql.raw(tag)}`.execute(db)))
     expect(error).toBeInstanceOf(QueryCanceledError)
     expect(error.phase).toBe('before_start')
     expect(error.reason.message).toBe('gone before we started')
+    // No backend ever saw the statement: an idle backend would still show it as its last query.
+    const seen = await database.admin(`select 1 from pg_stat_activity where position($1 in query) > 0 and pid <> pg_backend_pid()`, [tag])
+    expect(seen).toHaveLength(0)
     await expectPoolAtRest()
   })
 
@@ -118,9 +179,9 @@ describe('abort at each stage', () => {
     await waitFor('the cancel event', async () => cancels.length === 1)
     expect(cancels[0]).toMatchObject({ pid, reason: 'abort', destroyed: false, outcome: { method: 'backend', confirmed: true } })
     await expectPoolAtRest()
-    // The connection was reused clean: same pid answers a plain query.
+    // The connection was reused clean: the same backend (the last released, taken first) answers a plain query.
     const { rows } = await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(db)
-    expect(typeof rows[0]?.pid).toBe('number')
+    expect(rows[0]?.pid).toBe(pid)
   })
 
   it('inside a transaction: the statement is cancelled and the transaction rolls back', async () => {
@@ -159,10 +220,13 @@ describe('abort at each stage', () => {
       return rows
     })
     const pid = await pidOfRunning(database, tag)
+    const before = cancels.length
     controller.abort(new Error('stop streaming'))
     const error = await rejectionOf(streamed)
     expect(error).toBeInstanceOf(QueryCanceledError)
     await expectBackendIdle(database, pid)
+    await waitFor('the cancel event', async () => cancels.length > before)
+    expect(cancels.slice(before)).toMatchObject([{ pid, reason: 'abort', outcome: { method: 'backend', confirmed: true } }])
     await expectPoolAtRest()
   })
 })
@@ -200,6 +264,7 @@ describe('streaming, stopped between fetches', () => {
   it('sends no further fetch, closes the cursor and frees the connection', async () => {
     const tag = 'stage_stream_between'
     const controller = new AbortController()
+    const before = cancels.length
     const seen: number[] = []
     const streamed = withQueryContext({ signal: controller.signal }, async () => {
       for await (const row of db
@@ -215,8 +280,9 @@ describe('streaming, stopped between fetches', () => {
     expect(error).toBeInstanceOf(QueryCanceledError)
     expect(seen).toEqual([1, 2])
     await expectPoolAtRest()
-    // Row 3 (a 30 s sleep) was never fetched: no backend is running it.
+    // Row 3 (a 30 s sleep) was never fetched: no backend is running it, and none had to be cancelled.
     expect(await activeWithTag(database, tag)).toEqual([])
+    expect(cancels.slice(before)).toEqual([])
   })
 })
 

@@ -3,37 +3,49 @@ import { currentQueryContext, InvalidOptionError, PolicyRegistry, withQueryConte
 
 describe('withQueryContext', () => {
   it('is inherited however deep, across awaits and timers', async () => {
-    await withQueryContext({ timeoutMs: 1_000, criticality: 'sheddable', domain: 'report' }, async () => {
-      await new Promise((resolve) => setTimeout(resolve, 1))
-      const inner = await Promise.resolve().then(() => currentQueryContext())
-      expect(inner?.criticality).toBe('sheddable')
-      expect(inner?.domain).toBe('report')
-      expect(inner?.deadline).toBeLessThanOrEqual(performance.now() + 1_000)
+    const before = performance.now()
+    const [inTimer, inPromise, after] = await withQueryContext({ timeoutMs: 1_000, criticality: 'sheddable', domain: 'report' }, async () => {
+      const inTimer = await new Promise((resolve) => setTimeout(() => resolve(currentQueryContext()), 1))
+      const inPromise = await Promise.resolve().then(() => currentQueryContext())
+      return [inTimer, inPromise, performance.now()] as const
     })
+    expect(inTimer).toBe(inPromise)
+    expect(inPromise?.criticality).toBe('sheddable')
+    expect(inPromise?.domain).toBe('report')
+    // Set once, when the context was made: 1 s after a moment between `before` and `after`.
+    expect(inPromise?.deadline).toBeGreaterThanOrEqual(before + 1_000)
+    expect(inPromise?.deadline).toBeLessThanOrEqual(after + 1_000)
     expect(currentQueryContext()).toBeUndefined()
   })
 
   it('lets a nested context shorten the deadline but never extend it', () => {
-    withQueryContext({ timeoutMs: 100 }, () => {
-      const outer = currentQueryContext()?.deadline as number
-      withQueryContext({ timeoutMs: 60_000 }, () => expect(currentQueryContext()?.deadline).toBe(outer))
-      withQueryContext({ timeoutMs: 10 }, () => expect(currentQueryContext()?.deadline).toBeLessThan(outer))
-      withQueryContext({ deadline: Date.now() + 60_000 }, () => expect(currentQueryContext()?.deadline).toBe(outer))
-    })
+    const deadline = () => currentQueryContext()?.deadline
+    const [outer, longer, shorter, later] = withQueryContext({ timeoutMs: 100 }, () => [
+      deadline(),
+      withQueryContext({ timeoutMs: 60_000 }, deadline),
+      withQueryContext({ timeoutMs: 10 }, deadline),
+      withQueryContext({ deadline: Date.now() + 60_000 }, deadline),
+    ])
+    expect(outer).toBeLessThan(Infinity)
+    expect(longer).toBe(outer)
+    expect(shorter).toBeLessThan(outer as number)
+    expect(later).toBe(outer)
   })
 
   it('combines signals: aborting an outer one aborts the inner context', () => {
     const outer = new AbortController()
     const inner = new AbortController()
-    withQueryContext({ signal: outer.signal }, () =>
+    const [signals, abortedBefore, abortedAfter] = withQueryContext({ signal: outer.signal }, () =>
       withQueryContext({ signal: inner.signal, criticality: 'critical_plus' }, () => {
         const context = currentQueryContext()
-        expect(context?.signals).toEqual([outer.signal, inner.signal])
-        expect(context?.abortedSignal()).toBeUndefined()
+        const abortedBefore = context?.abortedSignal()
         outer.abort('gone')
-        expect(context?.abortedSignal()).toBe(outer.signal)
+        return [context?.signals, abortedBefore, context?.abortedSignal()] as const
       }),
     )
+    expect(signals).toEqual([outer.signal, inner.signal])
+    expect(abortedBefore).toBeUndefined()
+    expect(abortedAfter).toBe(outer.signal)
   })
 
   it('keeps one listener per signal per context and removes it when the scope ends', async () => {
