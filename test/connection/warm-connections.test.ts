@@ -49,7 +49,7 @@ describe('warm connections: released connections kept for the next query', () =>
   })
 
   it('returns a connection to pg-pool at its first release after leaseMs, however busy it is', async () => {
-    const { db, lent, returned } = counted(database, { max: 1 }, { warmConnections: { idleMs: 10_000, leaseMs: 40 } })
+    const { db, dialect, lent, returned } = counted(database, { max: 1 }, { warmConnections: { idleMs: 10_000, leaseMs: 40 } })
     const until = performance.now() + 300
     let queries = 0
     while (performance.now() < until) {
@@ -59,7 +59,8 @@ describe('warm connections: released connections kept for the next query', () =>
     // About one check-out per 40 ms lease, not one per query and not one in all.
     expect(lent()).toBeGreaterThanOrEqual(4)
     expect(lent()).toBeLessThan(queries / 2)
-    expect(returned()).toBe(lent() - 1)
+    // Every check-out but the one still kept went back; the last release may itself have been past its lease.
+    expect(returned()).toBe(lent() - dialect.poolStats().warm)
   })
 
   it('passes a released connection to a caller queued for a permit without going through pg-pool', async () => {
