@@ -39,19 +39,21 @@ export {
   governWebRequest,
   governedRequestOf,
   resolveGovernedRequestOptions,
+  type GovernedRequest,
+  type GovernedRequestOptions,
+  type ResolvedGovernedRequestOptions,
+  type ClientGoneEvent,
+} from './http/governed-request.js'
+export {
   governorHttpOutcome,
   governorOutcomeResponse,
   writeGovernorOutcome,
   clientGoneFrom,
   findGovernorError,
   retryAfterSeconds,
-  type GovernedRequest,
-  type GovernedRequestOptions,
-  type ResolvedGovernedRequestOptions,
-  type ClientGoneEvent,
   type GovernorErrorBody,
   type GovernorHttpOutcome,
-} from './http/governed-request.js'
+} from './http/governor-outcome.js'
 export {
   REQUEST_TIMEOUT_HEADER,
   MAX_REQUEST_TIMEOUT_HEADER_LENGTH,

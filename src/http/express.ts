@@ -1,13 +1,11 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express'
 import {
-  clientGoneFrom,
   governNodeRequest,
-  governorHttpOutcome,
   resolveGovernedRequestOptions,
-  writeGovernorOutcome,
   type GovernedRequest,
   type GovernedRequestOptions,
 } from './governed-request.js'
+import { clientGoneFrom, governorHttpOutcome, writeGovernorOutcome } from './governor-outcome.js'
 
 /**
  * Express middleware (Express 4 and 5) that puts each request under

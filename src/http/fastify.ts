@@ -1,14 +1,13 @@
 import type { FastifyError, FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify'
 import {
-  clientGoneFrom,
   governNodeRequest,
-  governorHttpOutcome,
   resolveGovernedRequestOptions,
   type ClientGoneEvent,
   type GovernedRequest,
   type GovernedRequestOptions,
   type ResolvedGovernedRequestOptions,
 } from './governed-request.js'
+import { clientGoneFrom, governorHttpOutcome } from './governor-outcome.js'
 
 /**
  * A route's override of the plugin's options, in the route's `config.governor`;

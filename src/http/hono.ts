@@ -2,13 +2,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Context, ErrorHandler, MiddlewareHandler } from 'hono'
 import {
   governNodeRequest,
-  governorHttpOutcome,
-  governorOutcomeResponse,
   governWebRequest,
   resolveGovernedRequestOptions,
   type GovernedRequest,
   type GovernedRequestOptions,
 } from './governed-request.js'
+import { governorHttpOutcome, governorOutcomeResponse } from './governor-outcome.js'
 
 /**
  * The Hono environment the middleware adds to: `c.get('governor')` (or

@@ -1,12 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import {
   governNodeRequest,
-  governorHttpOutcome,
   resolveGovernedRequestOptions,
-  writeGovernorOutcome,
   type GovernedRequest,
   type GovernedRequestOptions,
 } from './governed-request.js'
+import { governorHttpOutcome, writeGovernorOutcome } from './governor-outcome.js'
 
 /**
  * A node:http handler that runs under governance; it gets the governed request

@@ -1,11 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { GovernorError, InvalidOptionError } from '../../src/index.js'
-import {
-  governorHttpOutcome,
-  findGovernorError,
-  resolveGovernedRequestOptions,
-  retryAfterSeconds,
-} from '../../src/http/governed-request.js'
+import { resolveGovernedRequestOptions } from '../../src/http/governed-request.js'
+import { governorHttpOutcome, findGovernorError, retryAfterSeconds } from '../../src/http/governor-outcome.js'
 import {
   InvalidRequestTimeoutError,
   MAX_REQUEST_TIMEOUT_HEADER_LENGTH,
