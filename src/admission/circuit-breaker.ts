@@ -160,13 +160,16 @@ export class CircuitBreaker {
 
 /**
  * Whether an error means the server could not be reached or refused the
- * session, as opposed to a failing statement.
+ * session, as opposed to a failing statement. A refusal for capacity (53300,
+ * too many connections) is not one: a full server is not a failing server
+ * (DESIGN invariant 9), and opening the breaker would shed work that a slot
+ * freed a moment later could have served.
  */
 export function isConnectionFailure(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code
   if (typeof code === 'string') {
     if (code.startsWith('08')) return true // connection exception
-    if (code === '53300' || code === '57P01' || code === '57P02' || code === '57P03' || code === '28000' || code === '28P01') return true
+    if (code === '57P01' || code === '57P02' || code === '57P03' || code === '28000' || code === '28P01') return true
     if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'EPIPE', 'EAI_AGAIN'].includes(code)) return true
   }
   const message = error instanceof Error ? error.message : ''

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { CircuitBreaker, type CircuitBreakerOptions, type CircuitState } from '../../src/admission/circuit-breaker.js'
+import { CircuitBreaker, isConnectionFailure, type CircuitBreakerOptions, type CircuitState } from '../../src/admission/circuit-breaker.js'
 
 /** A breaker on a clock the test moves by hand, with the states it announced. */
 function breaker(options: CircuitBreakerOptions = {}): { cb: CircuitBreaker; states: CircuitState[]; advance: (ms: number) => void } {
@@ -131,5 +131,30 @@ describe('CircuitBreaker', () => {
     expect(() => new CircuitBreaker({ failureThreshold: 1.5 })).toThrow(expect.objectContaining({ option: 'circuitBreaker.failureThreshold' }))
     expect(() => new CircuitBreaker({ resetAfterMs: 0 })).toThrow(expect.objectContaining({ option: 'circuitBreaker.resetAfterMs' }))
     expect(() => new CircuitBreaker({ resetAfterMs: Infinity })).toThrow(expect.objectContaining({ option: 'circuitBreaker.resetAfterMs' }))
+  })
+})
+
+describe('isConnectionFailure', () => {
+  it('counts an unreachable server, a shutdown and a refused login', () => {
+    for (const code of ['08006', '08001', '57P01', '57P02', '57P03', '28000', '28P01', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND']) {
+      expect(isConnectionFailure(Object.assign(new Error('x'), { code })), code).toBe(true)
+    }
+    expect(isConnectionFailure(new Error('Connection terminated unexpectedly'))).toBe(true)
+    expect(isConnectionFailure(new Error('timeout exceeded when trying to connect'))).toBe(true)
+  })
+
+  it('does not count a full server (53300, too many connections): invariant 9', () => {
+    const full = Object.assign(new Error('sorry, too many clients already'), { code: '53300' })
+    expect(isConnectionFailure(full)).toBe(false)
+    const reserved = Object.assign(new Error('remaining connection slots are reserved for roles with the SUPERUSER attribute'), { code: '53300' })
+    expect(isConnectionFailure(reserved)).toBe(false)
+  })
+
+  it('does not count a failing statement', () => {
+    for (const code of ['42P01', '57014', '23505', '40001']) {
+      expect(isConnectionFailure(Object.assign(new Error('x'), { code })), code).toBe(false)
+    }
+    expect(isConnectionFailure(undefined)).toBe(false)
+    expect(isConnectionFailure(null)).toBe(false)
   })
 })
