@@ -220,16 +220,26 @@ export class AdmissionGate {
   }
 
   #refusal(ticket: AdmissionTicket): LoadShedError | undefined {
+    const breaker = this.#breaker
+    if (breaker.state === 'closed') return this.#loadRefusal(ticket)
+    if (!breaker.probeDue) return this.#circuitOpen(ticket)
+    // The probe is due. Load is judged first, so that a caller refused for
+    // load does not take the probe and leave it unreported.
+    return this.#loadRefusal(ticket) ?? (breaker.allows() ? undefined : this.#circuitOpen(ticket))
+  }
+
+  #circuitOpen(ticket: AdmissionTicket): LoadShedError {
+    return new LoadShedError({
+      criticality: CRITICALITIES[ticket.rank] as (typeof CRITICALITIES)[number],
+      reason: 'circuit_open',
+      retryAfterMs: Math.max(MIN_RETRY_AFTER_MS, this.#breaker.retryAfterMs),
+      detail: 'connections to the server are failing',
+    })
+  }
+
+  #loadRefusal(ticket: AdmissionTicket): LoadShedError | undefined {
     const { rank } = ticket
     const criticality = CRITICALITIES[rank] as (typeof CRITICALITIES)[number]
-    if (this.#breaker.state === 'open') {
-      return new LoadShedError({
-        criticality,
-        reason: 'circuit_open',
-        retryAfterMs: Math.max(MIN_RETRY_AFTER_MS, this.#breaker.retryAfterMs),
-        detail: 'connections to the server are failing',
-      })
-    }
     if (rank === 0) return undefined // critical_plus: only its deadline applies
     const meanUseMs = this.#estimator.meanUseMs
     const utilisation = this.utilisation

@@ -22,25 +22,59 @@ export type CircuitState = 'closed' | 'open' | 'half_open'
 export interface CircuitBreakerOptions {
   /** Consecutive connection failures that open the circuit. Default 5; 0 disables the breaker. */
   readonly failureThreshold?: number | undefined
-  /** How long it stays open before letting a probe through. Default 2000 ms. */
+  /**
+   * The longest wait between probes while the circuit is open. Probes start
+   * 50 ms after it opens and space out as the outage lasts (a twentieth of
+   * the time open), up to this. Default 2000 ms.
+   */
   readonly resetAfterMs?: number | undefined
 }
 
 /**
+ * The breaker's state. `since` is when the circuit opened (the start of the
+ * outage, kept across failed probes); `probeAt` when the next probe may go;
+ * `leaseUntil` when a probe that has not reported is given up on.
+ */
+type BreakerState =
+  | { readonly kind: 'closed'; readonly failures: number }
+  | { readonly kind: 'open'; readonly since: number; readonly probeAt: number }
+  | { readonly kind: 'half_open'; readonly since: number; readonly leaseUntil: number }
+
+/** The first probe, this long after the circuit opens. */
+const FIRST_PROBE_MS = 50
+/**
+ * A failed probe waits this fraction of the outage so far before the next:
+ * recovery is seen within about 5% of the outage's length, and a long
+ * outage costs one probe per `resetAfterMs`.
+ */
+const PROBE_FRACTION = 1 / 20
+
+const CLOSED: BreakerState = Object.freeze({ kind: 'closed', failures: 0 })
+
+/**
  * A small breaker, kept on our side rather than cockatiel's because admission
- * asks it a synchronous question on every query (`allows()`), and only
- * connection-level failures, reported by the driver, move it.
+ * asks it a synchronous question on every query it cannot admit on the fast
+ * path (`allows()`), and only connection-level failures, reported by the
+ * driver, move it.
+ *
+ * Open, it refuses everything until the next probe is due; then `allows()`
+ * lets exactly one caller through and the circuit is half open until that
+ * probe's connect reports (`recordSuccess` closes, `recordFailure` reopens).
+ * A probe can be admitted and never connect (it took a kept connection, or
+ * its caller gave up first), so each probe holds a lease of `resetAfterMs`:
+ * a probe that has not reported by then is presumed lost and the next caller
+ * probes instead. A connect slower than the lease therefore overlaps with at
+ * most one more probe per `resetAfterMs`.
  */
 export class CircuitBreaker {
   readonly #threshold: number
   readonly #resetAfterMs: number
   readonly #onChange: (state: CircuitState) => void
-  #state: CircuitState = 'closed'
-  #failures = 0
-  #openedAt = 0
-  #probing = false
+  readonly #clock: () => number
+  #state: BreakerState = CLOSED
 
-  constructor(options: CircuitBreakerOptions = {}, onChange: (state: CircuitState) => void = () => {}) {
+  /** `clock` is the monotonic clock in milliseconds; tests pass a fake one. */
+  constructor(options: CircuitBreakerOptions = {}, onChange: (state: CircuitState) => void = () => {}, clock: () => number = now) {
     const { failureThreshold = 5, resetAfterMs = 2_000 } = options
     if (!Number.isInteger(failureThreshold) || failureThreshold < 0) {
       throw new InvalidOptionError('circuitBreaker.failureThreshold', `must be a whole number >= 0; got ${String(failureThreshold)}`)
@@ -51,61 +85,91 @@ export class CircuitBreaker {
     this.#threshold = failureThreshold
     this.#resetAfterMs = resetAfterMs
     this.#onChange = onChange
+    this.#clock = clock
   }
 
+  /** The state now; `half_open` only while a probe is out. One field read: admission checks it on every query. */
   get state(): CircuitState {
-    if (this.#state === 'open' && now() - this.#openedAt >= this.#resetAfterMs) return 'half_open'
-    return this.#state
+    return this.#state.kind
   }
 
-  /** Milliseconds until a probe will be let through, 0 when not open. */
+  /** Milliseconds until a probe will be let through: 0 when closed, or half open (a probe is out and reports soon). */
   get retryAfterMs(): number {
-    return this.#state === 'open' ? Math.max(0, Math.ceil(this.#resetAfterMs - (now() - this.#openedAt))) : 0
+    const state = this.#state
+    return state.kind === 'open' ? Math.max(0, Math.ceil(state.probeAt - this.#clock())) : 0
+  }
+
+  /** Whether `allows()` would let a caller through now, without taking the probe. */
+  get probeDue(): boolean {
+    const state = this.#state
+    if (state.kind === 'closed') return true
+    return this.#clock() >= (state.kind === 'open' ? state.probeAt : state.leaseUntil)
   }
 
   /**
-   * Whether a connection attempt may go ahead. While half open, exactly one
-   * caller is let through as the probe; the rest fail fast until it reports.
+   * Whether a connection attempt may go ahead. Closed: always. Open: no, until
+   * the next probe is due; then this caller is the probe and the circuit is
+   * half open. Half open: no, until the probe's lease runs out.
    */
   allows(): boolean {
-    if (this.#state === 'closed') return true
-    if (this.#probing || now() - this.#openedAt < this.#resetAfterMs) return false
-    this.#probing = true
-    this.#set('half_open')
+    const state = this.#state
+    if (state.kind === 'closed') return true
+    const t = this.#clock()
+    if (state.kind === 'open') {
+      if (t < state.probeAt) return false
+      this.#set({ kind: 'half_open', since: state.since, leaseUntil: t + this.#resetAfterMs })
+      return true
+    }
+    if (t < state.leaseUntil) return false
+    // The probe never reported: let this caller probe in its place.
+    this.#state = { kind: 'half_open', since: state.since, leaseUntil: t + this.#resetAfterMs }
     return true
   }
 
+  /** A connection was opened (or lent by the pool): the server takes sessions. */
   recordSuccess(): void {
-    this.#failures = 0
-    this.#probing = false
-    if (this.#state !== 'closed') this.#set('closed')
+    const state = this.#state
+    if (state === CLOSED) return
+    if (state.kind === 'closed') this.#state = CLOSED
+    else this.#set(CLOSED)
   }
 
+  /** A connection attempt failed for a reason {@link isConnectionFailure} accepts. */
   recordFailure(): void {
     if (this.#threshold === 0) return
-    this.#failures++
-    if (this.#probing || this.#failures >= this.#threshold) {
-      this.#probing = false
-      this.#openedAt = now()
-      if (this.#state !== 'open') this.#set('open')
+    const state = this.#state
+    const t = this.#clock()
+    if (state.kind === 'closed') {
+      const failures = state.failures + 1
+      if (failures < this.#threshold) this.#state = { kind: 'closed', failures }
+      else this.#set({ kind: 'open', since: t, probeAt: t + Math.min(FIRST_PROBE_MS, this.#resetAfterMs) })
+    } else if (state.kind === 'half_open') {
+      // The probe failed (or a connect begun before it did: either way the server still refuses).
+      const waitMs = Math.min(this.#resetAfterMs, Math.max(FIRST_PROBE_MS, (t - state.since) * PROBE_FRACTION))
+      this.#set({ kind: 'open', since: state.since, probeAt: t + waitMs })
     }
+    // Open: a connect begun before the circuit opened; the probe schedule stands.
   }
 
-  #set(state: CircuitState): void {
+  #set(state: BreakerState): void {
+    const changed = state.kind !== this.#state.kind
     this.#state = state
-    this.#onChange(state)
+    if (changed) this.#onChange(state.kind)
   }
 }
 
 /**
  * Whether an error means the server could not be reached or refused the
- * session, as opposed to a failing statement.
+ * session, as opposed to a failing statement. A refusal for capacity (53300,
+ * too many connections) is not one: a full server is not a failing server
+ * (DESIGN invariant 9), and opening the breaker would shed work that a slot
+ * freed a moment later could have served.
  */
 export function isConnectionFailure(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code
   if (typeof code === 'string') {
     if (code.startsWith('08')) return true // connection exception
-    if (code === '53300' || code === '57P01' || code === '57P02' || code === '57P03' || code === '28000' || code === '28P01') return true
+    if (code === '57P01' || code === '57P02' || code === '57P03' || code === '28000' || code === '28P01') return true
     if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'EPIPE', 'EAI_AGAIN'].includes(code)) return true
   }
   const message = error instanceof Error ? error.message : ''

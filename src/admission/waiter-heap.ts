@@ -49,11 +49,6 @@ export class WaiterHeap<T extends HeapEntry> {
     return true
   }
 
-  /** Entries in no particular order. */
-  values(): readonly T[] {
-    return this.#items
-  }
-
   #less(a: T, b: T): boolean {
     if (a.rank !== b.rank) return a.rank < b.rank
     if (a.deadline !== b.deadline) return a.deadline < b.deadline

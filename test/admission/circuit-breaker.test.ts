@@ -42,12 +42,21 @@ describe('invariant 6 and the circuit breaker: the server goes away and comes ba
       expect(shed.retryAfterMs).toBeLessThanOrEqual(300)
       expect(performance.now() - started).toBeLessThan(100)
 
+      // Once a probe is due, exactly one caller is let through (and fails: the server is still down); the rest are shed.
+      await sleep(shed.retryAfterMs + 10)
+      const outcomes = await Promise.all([1, 2, 3, 4].map(() => rejectionOf(sql`select 1`.execute(db))))
+      const probes = outcomes.filter((error) => !(error instanceof LoadShedError))
+      expect(probes).toHaveLength(1)
+      expect(outcomes.filter((error) => error instanceof LoadShedError && error.reason === 'circuit_open')).toHaveLength(3)
+      expect(states).toEqual(['open', 'half_open', 'open'])
+
       await server.start()
+      // Probes are at most resetAfterMs apart.
       await sleep(350)
       const { rows } = await sql<{ one: number }>`select 1 as one`.execute(db)
       expect(rows).toEqual([{ one: 1 }])
       expect(dialect.poolStats().circuit).toBe('closed')
-      expect(states).toEqual(['open', 'closed'])
+      expect(states).toEqual(['open', 'half_open', 'open', 'half_open', 'closed'])
       await waitFor('the pool to be at rest', async () => dialect.poolStats().permits === 0)
     } finally {
       await db.destroy()
