@@ -126,6 +126,12 @@ export class CircuitBreaker {
     return true
   }
 
+  /** The probe opened no connection (a kept one served it): the next caller probes in its place, at once. */
+  releaseProbe(): void {
+    const state = this.#state
+    if (state.kind === 'half_open') this.#state = { kind: 'half_open', since: state.since, leaseUntil: this.#clock() }
+  }
+
   /** A connection was opened (or lent by the pool): the server takes sessions. */
   recordSuccess(): void {
     const state = this.#state

@@ -151,7 +151,9 @@ export class Governor {
       if (!admitted) await this.#admit(ticket)
       // A permit freed by a release usually comes with that session, kept warm.
       loan = this.#warm?.take()
-      if (!loan) {
+      // A caller admitted as the breaker's probe but served by a kept session proves nothing: let the next one probe.
+      if (loan) this.#breaker.releaseProbe()
+      else {
         const connectStartedAt = now()
         const idleBefore = pool.idleCount ?? 0
         const client = await this.#lendWithin(pool, ticket)

@@ -118,6 +118,22 @@ describe('CircuitBreaker', () => {
     expect(states).toEqual(['open', 'half_open', 'closed'])
   })
 
+  it('lets the next caller probe at once when the probe was served by a kept connection (releaseProbe)', () => {
+    const { cb, states, advance } = breaker({ failureThreshold: 1, resetAfterMs: 500 })
+    cb.recordFailure()
+    advance(50)
+    expect(cb.allows()).toBe(true)
+    expect(cb.allows()).toBe(false)
+    cb.releaseProbe()
+    expect(cb.allows()).toBe(true)
+    expect(cb.allows()).toBe(false)
+    cb.releaseProbe()
+    cb.recordSuccess()
+    cb.releaseProbe() // closed: nothing to release
+    expect(cb.allows()).toBe(true)
+    expect(states).toEqual(['open', 'half_open', 'closed'])
+  })
+
   it('keeps the probe schedule when a connect begun before the circuit opened fails late', () => {
     const { cb, advance } = breaker({ failureThreshold: 1 })
     cb.recordFailure()
