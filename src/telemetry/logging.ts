@@ -1,3 +1,4 @@
+import type { CircuitState } from '../admission/circuit-breaker.js'
 import type { GovernorEvents, QueryEvent } from './governor-events.js'
 import { traceOf } from '../context/trace-context.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
@@ -36,7 +37,8 @@ const MAX_SQL_LENGTH = 1_000
 /**
  * Writes the dialect's events as structured log lines: deadline exceeded and
  * shed (warn), cancel confirmed (debug) / unconfirmed (info) / failed (error),
- * circuit opened (error) / closed (info), leak suspected (warn), slow query
+ * circuit opened (error, once per outage; each probe is debug) / closed (info),
+ * leak suspected (warn), slow query
  * (warn), pool error (error). Fields: queryId, pid, domain, criticality,
  * budgetMs, waitedMs, ranMs, outcome, sqlState, and traceId/spanId when an
  * OpenTelemetry span was active. SQL text is logged with its placeholders;
@@ -58,6 +60,7 @@ export function attachLogger(events: GovernorEvents, logger: GovernorLogger, opt
   if (slowQueryMs !== undefined && (!Number.isFinite(slowQueryMs) || slowQueryMs < 0)) {
     throw new InvalidOptionError('logging.slowQueryMs', `must be a non-negative number of milliseconds; got ${String(slowQueryMs)}`)
   }
+  let circuit: CircuitState = 'closed'
   const offs = [
     events.on('query', (event) => {
       if (event.outcome === 'deadline_exceeded') logger.warn(queryFields(event, true), 'query deadline exceeded')
@@ -85,9 +88,11 @@ export function attachLogger(events: GovernorEvents, logger: GovernorLogger, opt
       else logger.info(fields, 'cancel sent, unconfirmed')
     }),
     events.on('circuit', (state) => {
-      if (state === 'open') logger.error({ circuit: state }, 'circuit opened: connections are failing, queries are shed')
+      // While open the breaker probes every 50 ms to 2 s: each probe is a debug line, not another error.
+      if (state === 'open' && circuit === 'closed') logger.error({ circuit: state }, 'circuit opened: connections are failing, queries are shed')
       else if (state === 'closed') logger.info({ circuit: state }, 'circuit closed')
-      else logger.info({ circuit: state }, 'circuit half open: probing')
+      else logger.debug({ circuit: state }, state === 'half_open' ? 'circuit half open: probing' : 'circuit probe failed: still open')
+      circuit = state
     }),
     events.on('leak', (event) => logger.warn({ pid: event.pid, heldMs: round(event.heldMs), stack: event.stack }, 'connection leak suspected')),
     events.on('poolError', (error) => logger.error({ err: error }, 'pool error')),

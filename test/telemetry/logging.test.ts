@@ -98,6 +98,14 @@ describe('structured logs', () => {
     await running
   })
 
+  it('logs one error when the circuit opens, not one per failed probe', () => {
+    for (const state of ['open', 'half_open', 'open', 'half_open', 'open', 'half_open', 'closed'] as const) dialect.events.emit('circuit', state)
+    expect(logged('circuit opened: connections are failing, queries are shed').map((line) => line['level'])).toEqual([50])
+    expect(logged('circuit half open: probing')).toHaveLength(3)
+    expect(logged('circuit probe failed: still open')).toHaveLength(2)
+    expect(logged('circuit closed')).toHaveLength(1)
+  })
+
   it('refuses a logger without the pino methods', () => {
     expect(() => governed(database, {}, { logger: { info() {} } as never })).toThrow(expect.objectContaining({ code: 'INVALID_OPTION', option: 'logger' }))
     void dialect
