@@ -3,7 +3,7 @@ export type { GovernedPostgresDialectConfig } from './dialect/governed-postgres-
 export { GovernedDriver } from './dialect/governed-driver.js'
 export { GovernedConnection } from './dialect/governed-connection.js'
 export type { PoolStats } from './governor/pool-stats.js'
-export { Governor, type GovernorParts } from './governor/governor.js'
+export { Governor, type GovernorParts, type ControlConnectionOptions } from './governor/governor.js'
 export { Lease } from './governor/lease.js'
 export { GovernedSession, type SessionEnd, type SessionServices, type CancelReason } from './session/governed-session.js'
 export { StatementTimeoutLadder, DEFAULT_STATEMENT_TIMEOUT_LADDER_MS } from './session/statement-timeout-ladder.js'

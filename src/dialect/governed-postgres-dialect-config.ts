@@ -1,3 +1,4 @@
+import type { ControlConnectionOptions } from '../governor/governor.js'
 import type { AbortableOperationOptions, DatabaseConnection } from 'kysely'
 import type { AdmissionOptions } from '../admission/admission-policy.js'
 import type { CircuitBreakerOptions } from '../admission/circuit-breaker.js'
@@ -72,16 +73,5 @@ export interface GovernedPostgresDialectConfig {
   /** The statement_timeout steps in milliseconds, strictly increasing. */
   readonly statementTimeoutLadderMs?: readonly number[] | undefined
   /** The dedicated connection that sends `pg_cancel_backend`. */
-  readonly controlConnection?:
-    | {
-        /** pg Client options merged over the pool's (for example a role with pg_signal_backend). */
-        readonly config?: object | undefined
-        /** Open it at the first query rather than at the first cancel. Default true. */
-        readonly eager?: boolean | undefined
-        /** A control query slower than this falls back to a protocol cancel. Default 1000 ms. */
-        readonly timeoutMs?: number | undefined
-        /** After it failed to open, go straight to the protocol cancel for this long. Default 1000 ms. */
-        readonly reconnectDelayMs?: number | undefined
-      }
-    | undefined
+  readonly controlConnection?: ControlConnectionOptions | undefined
 }

@@ -39,14 +39,26 @@ export interface GovernorParts {
   readonly sqlComment?: boolean | undefined
   /** Makes the control connection; the pool's own `Client` by default. */
   readonly controlClient?: PgClientConstructor | undefined
-  readonly controlConnection?:
-    | {
-        readonly config?: object | undefined
-        readonly eager?: boolean | undefined
-        readonly timeoutMs?: number | undefined
-        readonly reconnectDelayMs?: number | undefined
-      }
-    | undefined
+  readonly controlConnection?: ControlConnectionOptions | undefined
+}
+
+/**
+ * The dedicated connection that sends `pg_cancel_backend`.
+ *
+ * @example
+ * ```ts
+ * const controlConnection: ControlConnectionOptions = { config: { user: 'governor_control' }, timeoutMs: 500 }
+ * ```
+ */
+export interface ControlConnectionOptions {
+  /** pg Client options merged over the pool's (for example a role with pg_signal_backend). */
+  readonly config?: object | undefined
+  /** Open it at the first query rather than at the first cancel. Default true. */
+  readonly eager?: boolean | undefined
+  /** A control query slower than this falls back to a protocol cancel. Default 1000 ms. */
+  readonly timeoutMs?: number | undefined
+  /** After it failed to open, go straight to the protocol cancel for this long. Default 1000 ms. */
+  readonly reconnectDelayMs?: number | undefined
 }
 
 /**
