@@ -9,6 +9,7 @@ export { GovernedSession, type SessionEnd, type SessionServices, type CancelReas
 export { StatementTimeoutLadder, DEFAULT_STATEMENT_TIMEOUT_LADDER_MS } from './session/statement-timeout-ladder.js'
 export { WARM_CONNECTION_DEFAULTS, type WarmConnectionsOptions } from './governor/warm-connections.js'
 export type { CancelMethod, CancelOutcome } from './session/canceller.js'
+export { POOLER_MODES, sessionStrategyFor, type PoolerMode, type SessionStrategy } from './session/session-strategy.js'
 export type { PgPool, PgPoolClient, PgClient, PgCursorConstructor, PgClientConstructor } from './session/pg-types.js'
 export { withQueryContext, currentQueryContext, QueryContext } from './context/query-context.js'
 export type { QueryContextOptions } from './context/query-context.js'

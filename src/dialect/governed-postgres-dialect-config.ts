@@ -6,6 +6,7 @@ import type { Criticality } from '../context/criticality.js'
 import type { GovernorLogger, LoggingOptions } from '../telemetry/logging.js'
 import type { QueryPolicy } from '../context/policy-registry.js'
 import type { PgClientConstructor, PgCursorConstructor, PgPool } from '../session/pg-types.js'
+import type { PoolerMode } from '../session/session-strategy.js'
 import type { WarmConnectionsOptions } from '../governor/warm-connections.js'
 
 /**
@@ -70,6 +71,17 @@ export interface GovernedPostgresDialectConfig {
    * itself when the pool sets `maxUses`, which counts pg-pool check-outs.
    */
   readonly warmConnections?: WarmConnectionsOptions | false | undefined
+  /**
+   * What sits between the pool and Postgres. `'none'` (default): a direct
+   * connection. `'pgbouncer-session'`: PgBouncer in session pooling (cancels
+   * are protocol CancelRequests, which PgBouncer routes; its pids are not
+   * backends'). `'pgbouncer-transaction'`: PgBouncer in transaction pooling
+   * (also: statement_timeout only as SET LOCAL inside transactions, never a
+   * session SET that would outlive our transaction on a shared server
+   * connection). Not detected: PgBouncer shows a client nothing of its pool
+   * mode. See the README, "Behind PgBouncer".
+   */
+  readonly pooler?: PoolerMode | undefined
   /** The statement_timeout steps in milliseconds, strictly increasing. */
   readonly statementTimeoutLadderMs?: readonly number[] | undefined
   /** The dedicated connection that sends `pg_cancel_backend`. */

@@ -21,6 +21,7 @@ import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { WarmConnections, type WarmConnectionsSettings } from '../governor/warm-connections.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
 import { GovernedDriver } from './governed-driver.js'
+import { sessionStrategyFor } from '../session/session-strategy.js'
 import type { PoolStats } from '../governor/pool-stats.js'
 import { poolMax } from '../governor/pool-max.js'
 import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-config.js'
@@ -84,6 +85,8 @@ export class GovernedPostgresDialect implements Dialect {
     if (config.sqlComment !== undefined && typeof config.sqlComment !== 'boolean') {
       throw new InvalidOptionError('sqlComment', `must be a boolean; got ${String(config.sqlComment)}`)
     }
+    // The mode is checked here; the pool's startup parameters when the governor sees the pool.
+    sessionStrategyFor(config.pooler)
     this.#config = Object.freeze({ ...config })
     if (config.logger !== undefined) attachLogger(this.events, config.logger, config.logging)
     // Trace ids for log lines and comments come from @opentelemetry/api when it is installed.
@@ -104,6 +107,7 @@ export class GovernedPostgresDialect implements Dialect {
       sqlComment: config.sqlComment,
       controlClient: config.controlClient,
       controlConnection: config.controlConnection,
+      pooler: config.pooler,
     })
     this.#drivers.push(driver)
     return driver

@@ -17,6 +17,7 @@ import { errorForStop } from '../errors/stop-error.js'
 import { Canceller, controlClientFactory } from '../session/canceller.js'
 import { GovernedSession, type SessionEnd, type SessionServices } from '../session/governed-session.js'
 import type { PgClientConstructor, PgCursorConstructor, PgPool, PgPoolClient } from '../session/pg-types.js'
+import { sessionStrategyFor, type PoolerMode } from '../session/session-strategy.js'
 import type { StatementTimeoutLadder } from '../session/statement-timeout-ladder.js'
 import type { GovernorEvents } from '../telemetry/governor-events.js'
 import { LeakDetector } from './leak-detector.js'
@@ -37,6 +38,8 @@ export interface GovernorParts {
   readonly leakDetectionThresholdMs?: number | undefined
   readonly cursor?: PgCursorConstructor | undefined
   readonly sqlComment?: boolean | undefined
+  /** What sits between the pool and Postgres; picks the sessions' timeout carrier and cancel (session-strategy.ts). */
+  readonly pooler?: PoolerMode | undefined
   /** Makes the control connection; the pool's own `Client` by default. */
   readonly controlClient?: PgClientConstructor | undefined
   readonly controlConnection?: ControlConnectionOptions | undefined
@@ -104,13 +107,14 @@ export class Governor {
     if (!Client) throw new InvalidOptionError('controlClient', 'is required when the pool has no `Client` constructor: pass pg.Client')
     const probe = new Client({ ...pool.options })
     const control = parts.controlConnection
+    const strategy = sessionStrategyFor(parts.pooler, (probe as { connectionParameters?: object }).connectionParameters)
     this.#canceller = new Canceller({
       createClient: controlClientFactory(Client, pool.options, control?.config),
       target: { host: probe.host ?? 'localhost', port: probe.port ?? 5432 },
       controlTimeoutMs: control?.timeoutMs ?? 1_000,
       reconnectDelayMs: control?.reconnectDelayMs ?? 1_000,
     })
-    if (control?.eager !== false) this.#canceller.start()
+    if (control?.eager !== false && strategy.usesControlConnection) this.#canceller.start()
     // pg-pool's maxUses counts check-outs; a kept session serves many queries in one, so keeping would stretch it.
     const maxUses = (pool.options as { readonly maxUses?: number }).maxUses
     const keepWarm = parts.warm !== undefined && !(typeof maxUses === 'number' && Number.isFinite(maxUses))
@@ -122,6 +126,7 @@ export class Governor {
       events,
       cursor: parts.cursor,
       sqlComment: parts.sqlComment === true,
+      strategy,
       discarded: (session: GovernedSession, error: Error | undefined) => {
         // A kept session is idle: its failure is what pg-pool reports as 'error' for its own idle clients.
         if (this.#warm?.evict(session) && error) events.emit('poolError', error)

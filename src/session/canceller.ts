@@ -77,6 +77,19 @@ export class Canceller {
     return this.#signal('backend', pid, secretKey)
   }
 
+  /**
+   * Sends a protocol CancelRequest only, never `pg_cancel_backend`: behind a
+   * pooler the pid is the pooler's, not a backend's, and only the pooler can
+   * route the request. Unconfirmed by nature; resolves once the peer has
+   * closed the request's socket.
+   */
+  async protocolCancel(pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
+    const startedAt = now()
+    if (secretKey === null || secretKey === undefined) throw new Error(`cannot cancel ${pid}: the connection has no secret key for a protocol cancel`)
+    await sendProtocolCancel(this.#options.target, pid, secretKey, this.#options.controlTimeoutMs)
+    return { method: 'protocol', confirmed: false, durationMs: now() - startedAt }
+  }
+
   /** Terminates the session `pid` (Kysely's 'kill session'). */
   terminate(pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
     return this.#signal('kill', pid, secretKey)

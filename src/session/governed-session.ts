@@ -13,6 +13,7 @@ import { isQueryCanceled, isSessionEnding, outcomeOf, reportStatement, sqlCommen
 import type { StatementTimeoutLadder } from './statement-timeout-ladder.js'
 import { StatementTimeoutCache, type StatementTimeoutChange, type TransactionStatus } from './statement-timeout-cache.js'
 import { StreamWatch } from './stream-watch.js'
+import { sessionStrategyFor, type SessionStrategy } from './session-strategy.js'
 
 /** What every session of one governor shares. */
 export interface SessionServices {
@@ -23,6 +24,8 @@ export interface SessionServices {
   readonly cursor: PgCursorConstructor | undefined
   /** Prefix statements with a sqlcommenter-style comment (criticality, domain, traceparent). */
   readonly sqlComment: boolean
+  /** How statement_timeout is carried and cancels are sent, by the pool's mode (direct when absent). */
+  readonly strategy?: SessionStrategy | undefined
   /** The session was marked never to be reused; `error` when its connection failed. The governor evicts it if it holds it idle. */
   discarded(session: GovernedSession, error: Error | undefined): void
 }
@@ -58,12 +61,14 @@ export class GovernedSession implements StatementHost {
   readonly #services: SessionServices
   readonly #timeouts = new StatementTimeoutCache()
   readonly #settler = new CancelSettler()
+  readonly #strategy: SessionStrategy
   /** The statement on the wire, for a cancel asked from outside (Kysely's strategies). */
   #inFlight: InFlight | undefined
 
   constructor(client: PgPoolClient, services: SessionServices) {
     this.#client = client
     this.#services = services
+    this.#strategy = services.strategy ?? sessionStrategyFor(undefined)
     // pg-pool takes its error listener off a client while it is checked out; a
     // backend killed between statements would then crash the process.
     client.on('error', (error) => this.#discard(`connection error: ${error.message}`, error))
@@ -224,7 +229,7 @@ export class GovernedSession implements StatementHost {
       return Promise.resolve()
     }
     const { canceller, events } = this.#services
-    const sent = method === 'terminate' ? canceller.terminate(pid, this.#client.secretKey) : this.#cancelUntilEnded(pid, inFlight)
+    const sent = method === 'terminate' ? this.#strategy.terminate(canceller, pid, this.#client.secretKey) : this.#cancelUntilEnded(pid, inFlight)
     const settled = Promise.allSettled([inFlight.whenEnded(), sent]).then(([ended, delivered]) => {
       const endError = ended.status === 'fulfilled' ? ended.value : undefined
       serverEnded?.(endError)
@@ -254,7 +259,7 @@ export class GovernedSession implements StatementHost {
   async #cancelUntilEnded(pid: number, inFlight: InFlight): Promise<CancelOutcome> {
     const { canceller } = this.#services
     const secretKey = this.#client.secretKey
-    const outcome = await canceller.cancel(pid, secretKey)
+    const outcome = await this.#strategy.cancel(canceller, pid, secretKey)
     let ended = false
     const whenEnded = inFlight.whenEnded().then(() => {
       ended = true
@@ -263,7 +268,7 @@ export class GovernedSession implements StatementHost {
     for (let delayMs = CANCEL_AGAIN_AFTER_MS; ; delayMs = Math.min(delayMs * 2, 1_000)) {
       await endedOrElapsed(whenEnded, delayMs)
       if (ended || now() >= giveUpAt || this.#settler.discardReason !== undefined) return outcome
-      await canceller.cancel(pid, secretKey).catch(() => undefined)
+      await this.#strategy.cancel(canceller, pid, secretKey).catch(() => undefined)
     }
   }
 
@@ -307,7 +312,7 @@ export class GovernedSession implements StatementHost {
       throw refusal
     }
     const remaining = budget.remainingMs
-    const change = this.#timeouts.change(remaining === Infinity ? 'default' : this.#services.ladder.bucketFor(remaining), this.#transactionStatus())
+    const change = this.#strategy.timeoutChange(this.#timeouts, remaining === Infinity ? 'default' : this.#services.ladder.bucketFor(remaining), this.#transactionStatus())
     return change ? this.#setStatementTimeout(change) : undefined
   }
 

@@ -11,18 +11,37 @@ export interface CancelTarget {
 /**
  * Sends a protocol CancelRequest (pid + secret key) on a fresh socket. It needs
  * no login and no connection slot, so it works when the server is at
- * max_connections or behind PgBouncer, but the server never confirms it:
- * resolves when the server has closed the socket, which it does after reading
- * the request.
+ * max_connections or behind PgBouncer, but the server never confirms it.
+ *
+ * Sent as libpq sends it: the 16 bytes are written and the socket is left
+ * open until the peer closes it (the server does so once it has read the
+ * request and signalled the backend; PgBouncer once it has forwarded it). A
+ * client that closes first crashes PgBouncer 1.18 ("disconnect_client(): bad
+ * client state", PgBouncer #801), and it would also resolve before the
+ * request was read. Bounded by `timeoutMs`: past it the socket is destroyed
+ * and the promise rejects.
+ *
+ * @example
+ * ```ts
+ * await sendProtocolCancel({ host: '127.0.0.1', port: 6432 }, client.processID, client.secretKey, 1_000)
+ * ```
  */
 export function sendProtocolCancel(target: CancelTarget, pid: number, secretKey: number, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const socket: Socket = target.host.startsWith('/')
       ? connect(`${target.host}/.s.PGSQL.${target.port}`)
       : connect(target.port, target.host)
+    let settled = false
+    const finish = (error: Error | undefined): void => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      if (error) reject(error)
+      else resolve()
+    }
     const timer = setTimeout(() => {
       socket.destroy()
-      reject(new Error(`protocol cancel to ${target.host}:${target.port} timed out after ${timeoutMs} ms`))
+      finish(new Error(`protocol cancel to ${target.host}:${target.port}: the peer did not close the socket within ${timeoutMs} ms`))
     }, timeoutMs)
     socket.setNoDelay(true)
     socket.once('connect', () => {
@@ -31,15 +50,12 @@ export function sendProtocolCancel(target: CancelTarget, pid: number, secretKey:
       message.writeInt32BE(CANCEL_REQUEST_CODE, 4)
       message.writeInt32BE(pid, 8)
       message.writeInt32BE(secretKey | 0, 12)
-      socket.end(message)
+      // write, not end: the peer closes first (see above); our side ends when it does (allowHalfOpen is off).
+      socket.write(message)
     })
-    socket.once('error', (error) => {
-      clearTimeout(timer)
-      reject(error)
-    })
+    socket.once('error', (error) => finish(error))
     socket.once('close', (hadError) => {
-      clearTimeout(timer)
-      if (!hadError) resolve()
+      if (!hadError) finish(undefined)
     })
     socket.resume()
   })

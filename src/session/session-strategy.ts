@@ -1,0 +1,136 @@
+import { InvalidOptionError } from '../errors/invalid-option-error.js'
+import type { Canceller, CancelOutcome } from './canceller.js'
+import type { StatementTimeoutCache, StatementTimeoutChange, TransactionStatus } from './statement-timeout-cache.js'
+
+/**
+ * What sits between the pool and Postgres, as the `pooler` option names it:
+ * - `none`: a direct connection (or a pooler in session mode that passes the
+ *   backend's own pid through, which PgBouncer does not);
+ * - `pgbouncer-session`: PgBouncer in session pooling: one server connection
+ *   per client for the client's life, but the pid and key are PgBouncer's;
+ * - `pgbouncer-transaction`: PgBouncer in transaction pooling: the server
+ *   connection changes between transactions, so no session setting is ours.
+ *
+ * @example
+ * ```ts
+ * new GovernedPostgresDialect({ pool, pooler: 'pgbouncer-transaction' })
+ * ```
+ */
+export type PoolerMode = 'none' | 'pgbouncer-session' | 'pgbouncer-transaction'
+
+/** Every accepted value of {@link PoolerMode}. */
+export const POOLER_MODES: readonly PoolerMode[] = Object.freeze(['none', 'pgbouncer-session', 'pgbouncer-transaction'])
+
+/**
+ * How the sessions of one pool carry statement_timeout and cancel a
+ * statement, chosen once by the pool's {@link PoolerMode}; the session asks
+ * it at the one place a SET is decided and the one place a cancel is sent,
+ * so the rest of the session knows nothing of poolers.
+ *
+ * @example
+ * ```ts
+ * const strategy = sessionStrategyFor('pgbouncer-transaction')
+ * strategy.timeoutChange(cache, 500, 'I') // undefined: a session SET would leak to other clients
+ * await strategy.cancel(canceller, client.processID, client.secretKey) // a protocol CancelRequest, routed by PgBouncer
+ * ```
+ */
+export interface SessionStrategy {
+  readonly pooler: PoolerMode
+  /** Whether cancels go over the control connection (`pg_cancel_backend`), which is then worth opening early. */
+  readonly usesControlConnection: boolean
+  /** The SET to send before a statement with `stepMs` of budget, or undefined for none. */
+  timeoutChange(cache: StatementTimeoutCache, stepMs: number | 'default', status: TransactionStatus): StatementTimeoutChange | undefined
+  /** Cancels whatever the session `pid` runs. */
+  cancel(canceller: Canceller, pid: number, secretKey: number | null | undefined): Promise<CancelOutcome>
+  /** Ends the session `pid` (Kysely's 'kill session'); the caller destroys the connection after it. */
+  terminate(canceller: Canceller, pid: number, secretKey: number | null | undefined): Promise<CancelOutcome>
+}
+
+/** Direct: a cached session SET, `pg_cancel_backend` on the control connection (protocol cancel as fallback). */
+const DIRECT: SessionStrategy = Object.freeze<SessionStrategy>({
+  pooler: 'none',
+  usesControlConnection: true,
+  timeoutChange: (cache, stepMs, status) => cache.change(stepMs, status),
+  cancel: (canceller, pid, secretKey) => canceller.cancel(pid, secretKey),
+  terminate: (canceller, pid, secretKey) => canceller.terminate(pid, secretKey),
+})
+
+/**
+ * PgBouncer, session pooling: the server connection is the client's for its
+ * life and PgBouncer resets it (server_reset_query) when the client leaves,
+ * so the cached session SET is safe; but the pid is PgBouncer's, so a
+ * `pg_cancel_backend` would name no backend (or a stranger's): only the
+ * protocol CancelRequest, which PgBouncer routes, is sent.
+ */
+const PGBOUNCER_SESSION: SessionStrategy = Object.freeze<SessionStrategy>({
+  pooler: 'pgbouncer-session',
+  usesControlConnection: false,
+  timeoutChange: (cache, stepMs, status) => cache.change(stepMs, status),
+  cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
+  // No pg_terminate_backend through PgBouncer: cancel the statement; the session destroys the connection.
+  terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
+})
+
+/**
+ * PgBouncer, transaction pooling: a session SET would stay on a server
+ * connection that serves other clients next (measured: their statements
+ * were killed by our timeouts). So statement_timeout is carried only by
+ * `SET LOCAL` inside an explicit transaction, which ends with it; a
+ * statement outside a transaction carries none and is stopped by our
+ * protocol cancel, with PgBouncer's `query_timeout` or a role's own
+ * statement_timeout as the server-side backstop (README, "Behind PgBouncer").
+ */
+const PGBOUNCER_TRANSACTION: SessionStrategy = Object.freeze<SessionStrategy>({
+  pooler: 'pgbouncer-transaction',
+  usesControlConnection: false,
+  timeoutChange: (cache, stepMs, status) => (status === 'T' ? cache.change(stepMs, status) : undefined),
+  cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
+  terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
+})
+
+/**
+ * Startup parameters node-postgres sends that PgBouncer refuses unless they
+ * are in its `ignore_startup_parameters` (it tracks only client_encoding,
+ * DateStyle, TimeZone, standard_conforming_strings and application_name).
+ */
+const REFUSED_BY_PGBOUNCER = ['statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', 'options', 'replication'] as const
+
+/**
+ * The strategy of `pooler` (default `none`), checked against the startup
+ * parameters the pool's clients will send (`connectionParameters` of a
+ * client made with the pool's options): behind PgBouncer, one it refuses
+ * fails here with what to change instead of at the first connect with
+ * `08P01 unsupported startup parameter`.
+ *
+ * @example
+ * ```ts
+ * const strategy = sessionStrategyFor(config.pooler, new pg.Client(pool.options).connectionParameters)
+ * ```
+ */
+export function sessionStrategyFor(pooler: unknown, connectionParameters?: object): SessionStrategy {
+  if (pooler !== undefined && !POOLER_MODES.includes(pooler as PoolerMode)) {
+    throw new InvalidOptionError('pooler', `must be one of ${POOLER_MODES.map((mode) => `'${mode}'`).join(', ')}; got ${String(pooler)}`)
+  }
+  const strategy = pooler === 'pgbouncer-transaction' ? PGBOUNCER_TRANSACTION : pooler === 'pgbouncer-session' ? PGBOUNCER_SESSION : DIRECT
+  if (strategy !== DIRECT && connectionParameters) {
+    const given = connectionParameters as Record<string, unknown>
+    const refused = REFUSED_BY_PGBOUNCER.filter((name) => given[name] !== undefined && given[name] !== null && given[name] !== false && given[name] !== '')
+    if (refused.length > 0) throw new InvalidOptionError('pool', refusedStartupParameters(refused, strategy.pooler))
+  }
+  return strategy
+}
+
+/** What to tell a user whose pool sends startup parameters PgBouncer refuses. */
+export function refusedStartupParameters(names: readonly string[], pooler: PoolerMode | undefined): string {
+  const list = names.join(', ')
+  const timeout = names.includes('statement_timeout')
+    ? pooler === 'pgbouncer-transaction'
+      ? ' pg-governor carries statement_timeout itself (SET LOCAL inside transactions); for a server-side backstop set it on the role (ALTER ROLE ... SET statement_timeout) or use PgBouncer\'s query_timeout.'
+      : ' pg-governor sets statement_timeout itself from each deadline.'
+    : ''
+  return (
+    `PgBouncer refuses the startup parameter${names.length > 1 ? 's' : ''} ${list} (08P01 unsupported startup parameter): ` +
+    `remove ${names.length > 1 ? 'them' : 'it'} from the pool's options (or its connection string), or list ${names.length > 1 ? 'them' : 'it'} in PgBouncer's ignore_startup_parameters.` +
+    timeout
+  )
+}
