@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest'
+import { InvalidOptionError } from '../../src/errors/invalid-option-error.js'
+import type { Canceller, CancelOutcome } from '../../src/session/canceller.js'
+import { sessionStrategyFor } from '../../src/session/session-strategy.js'
+import { StatementTimeoutCache } from '../../src/session/statement-timeout-cache.js'
+
+/** Records which way each cancel went. */
+function recordingCanceller(): { canceller: Canceller; calls: string[] } {
+  const calls: string[] = []
+  const outcome = (method: CancelOutcome['method']): Promise<CancelOutcome> => Promise.resolve({ method, confirmed: method !== 'protocol', durationMs: 0 })
+  const canceller = {
+    cancel: (pid: number) => (calls.push(`backend ${pid}`), outcome('backend')),
+    terminate: (pid: number) => (calls.push(`kill ${pid}`), outcome('kill')),
+    protocolCancel: (pid: number) => (calls.push(`protocol ${pid}`), outcome('protocol')),
+  } as unknown as Canceller
+  return { canceller, calls }
+}
+
+describe('session strategies', () => {
+  it('direct (the default): session SET outside a transaction, SET LOCAL inside; pg_cancel_backend and pg_terminate_backend', async () => {
+    const strategy = sessionStrategyFor(undefined)
+    expect(strategy.pooler).toBe('none')
+    expect(strategy.usesControlConnection).toBe(true)
+    expect(strategy.timeoutChange(new StatementTimeoutCache(), 500, 'I')).toEqual({ value: 500, local: false })
+    expect(strategy.timeoutChange(new StatementTimeoutCache(), 500, 'T')).toEqual({ value: 500, local: true })
+    const { canceller, calls } = recordingCanceller()
+    await strategy.cancel(canceller, 7, 1)
+    await strategy.terminate(canceller, 7, 1)
+    expect(calls).toEqual(['backend 7', 'kill 7'])
+  })
+
+  it('PgBouncer transaction pooling: nothing outside a transaction (a session SET would leak), SET LOCAL inside; protocol cancels only', async () => {
+    const strategy = sessionStrategyFor('pgbouncer-transaction')
+    expect(strategy.usesControlConnection).toBe(false)
+    const cache = new StatementTimeoutCache()
+    expect(strategy.timeoutChange(cache, 500, 'I')).toBeUndefined()
+    expect(strategy.timeoutChange(cache, 'default', 'I')).toBeUndefined()
+    expect(strategy.timeoutChange(cache, 500, 'T')).toEqual({ value: 500, local: true })
+    expect(strategy.timeoutChange(cache, 500, 'E')).toBeUndefined()
+    const { canceller, calls } = recordingCanceller()
+    await strategy.cancel(canceller, 7, 1)
+    await strategy.terminate(canceller, 7, 1)
+    expect(calls).toEqual(['protocol 7', 'protocol 7'])
+  })
+
+  it('PgBouncer session pooling: the session SET as on a direct connection; protocol cancels only', async () => {
+    const strategy = sessionStrategyFor('pgbouncer-session')
+    expect(strategy.timeoutChange(new StatementTimeoutCache(), 500, 'I')).toEqual({ value: 500, local: false })
+    const { canceller, calls } = recordingCanceller()
+    await strategy.cancel(canceller, 7, 1)
+    expect(calls).toEqual(['protocol 7'])
+  })
+
+  it('refuses an unknown mode, and startup parameters PgBouncer refuses, saying what to change', () => {
+    expect(() => sessionStrategyFor('pgbouncer')).toThrow(InvalidOptionError)
+    expect(() => sessionStrategyFor('pgbouncer-transaction', { statement_timeout: 1000, options: undefined })).toThrow(
+      /refuses the startup parameter statement_timeout \(08P01 unsupported startup parameter\): remove it .*ignore_startup_parameters/,
+    )
+    expect(() => sessionStrategyFor('pgbouncer-session', { lock_timeout: 5, options: '-c search_path=x' })).toThrow(/lock_timeout, options/)
+    // A direct connection takes them.
+    expect(sessionStrategyFor('none', { statement_timeout: 1000 }).pooler).toBe('none')
+    expect(sessionStrategyFor('pgbouncer-transaction', { statement_timeout: undefined, options: undefined }).pooler).toBe('pgbouncer-transaction')
+  })
+})
