@@ -85,8 +85,9 @@ export class GovernedPostgresDialect implements Dialect {
     if (config.sqlComment !== undefined && typeof config.sqlComment !== 'boolean') {
       throw new InvalidOptionError('sqlComment', `must be a boolean; got ${String(config.sqlComment)}`)
     }
-    // The mode is checked here; the pool's startup parameters when the governor sees the pool.
-    sessionStrategyFor(config.pooler)
+    // The mode, and the startup parameters the pool's clients would send (a pool made later by a function is checked by its governor).
+    const PoolClient = typeof pool === 'object' ? (pool.Client ?? config.controlClient) : undefined
+    sessionStrategyFor(config.pooler, PoolClient && typeof pool === 'object' ? (new PoolClient({ ...pool.options }) as { connectionParameters?: object }).connectionParameters : undefined)
     this.#config = Object.freeze({ ...config })
     if (config.logger !== undefined) attachLogger(this.events, config.logger, config.logging)
     // Trace ids for log lines and comments come from @opentelemetry/api when it is installed.

@@ -168,19 +168,24 @@ describe.skipIf(!bouncer)('behind PgBouncer in transaction pooling', () => {
   })
 
   it('explains a startup parameter PgBouncer refuses, and what to change', async () => {
-    const refusing = new pg.Pool({ connectionString: bouncer!.url, statement_timeout: 1_000 })
-    const refused = new Kysely<any>({ dialect: new GovernedPostgresDialect({ pool: refusing, pooler: 'pgbouncer-transaction' }) })
+    const refusing = new pg.Pool({ connectionString: `${bouncer!.url}?statement_timeout=1000` })
     try {
-      const error = await rejectionOf(sql`select 1`.execute(refused))
+      // At construction, for a pool given as an object.
+      expect(() => new GovernedPostgresDialect({ pool: refusing, pooler: 'pgbouncer-transaction' })).toThrow(InvalidOptionError)
+      // At the first query, for a pool made by a function.
+      const lazy = new Kysely<any>({ dialect: new GovernedPostgresDialect({ pool: async () => refusing, pooler: 'pgbouncer-transaction' }) })
+      const error = await rejectionOf(sql`select 1`.execute(lazy))
       expect(error).toBeInstanceOf(InvalidOptionError)
       expect(error.message).toMatch(/statement_timeout/)
       expect(error.message).toMatch(/08P01 unsupported startup parameter/)
       expect(error.message).toMatch(/ignore_startup_parameters/)
-      // What PgBouncer itself says, for comparison: the same parameter refused at connect.
+      await lazy.destroy()
+      // What PgBouncer itself answers to the same pool.
       const raw = await rejectionOf(refusing.query('select 1'))
       expect(raw.code).toBe('08P01')
+      expect(raw.message).toMatch(/unsupported startup parameter/)
     } finally {
-      await refused.destroy()
+      await refusing.end().catch(() => {})
     }
   })
 })
