@@ -5,8 +5,10 @@ import { sendProtocolCancel, type CancelTarget } from './protocol-cancel.js'
 
 /**
  * How a cancel was delivered: `backend` is `pg_cancel_backend` on the control
- * connection (confirmed), `protocol` a CancelRequest (unconfirmed), `kill` is
- * `pg_terminate_backend` on the control connection.
+ * connection (confirmed), `protocol` a CancelRequest (unconfirmed; the fallback
+ * on a direct connection, and the only method behind PgBouncer, where
+ * `fallbackReason` is then absent), `kill` is `pg_terminate_backend` on the
+ * control connection.
  *
  * @example
  * ```ts
