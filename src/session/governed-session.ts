@@ -36,8 +36,6 @@ export type CancelReason = 'deadline' | 'abort' | 'kysely'
 /** What a session is fit for once its user is done with it. */
 export type SessionEnd = 'clean' | 'broken'
 
-/** How long a cancelled statement may run on before the cancel is sent again; doubles each time, up to a second. */
-const CANCEL_AGAIN_AFTER_MS = 50
 /** How long the cancel is repeated at most. */
 const CANCEL_REPEAT_FOR_MS = 5_000
 
@@ -265,7 +263,8 @@ export class GovernedSession implements StatementHost {
       ended = true
     })
     const giveUpAt = now() + CANCEL_REPEAT_FOR_MS
-    for (let delayMs = CANCEL_AGAIN_AFTER_MS; ; delayMs = Math.min(delayMs * 2, 1_000)) {
+    const { firstMs, maxMs } = this.#strategy.cancelAgainAfter
+    for (let delayMs = firstMs; ; delayMs = Math.min(delayMs * 2, maxMs)) {
       await endedOrElapsed(whenEnded, delayMs)
       if (ended || now() >= giveUpAt || this.#settler.discardReason !== undefined) return outcome
       await this.#strategy.cancel(canceller, pid, secretKey).catch(() => undefined)

@@ -38,6 +38,11 @@ export interface SessionStrategy {
   readonly pooler: PoolerMode
   /** Whether cancels go over the control connection (`pg_cancel_backend`), which is then worth opening early. */
   readonly usesControlConnection: boolean
+  /**
+   * How long a cancelled statement may run on before the cancel is sent
+   * again: `firstMs`, doubling each time up to `maxMs`.
+   */
+  readonly cancelAgainAfter: { readonly firstMs: number; readonly maxMs: number }
   /** The SET to send before a statement with `stepMs` of budget, or undefined for none. */
   timeoutChange(cache: StatementTimeoutCache, stepMs: number | 'default', status: TransactionStatus): StatementTimeoutChange | undefined
   /** Cancels whatever the session `pid` runs. */
@@ -46,10 +51,22 @@ export interface SessionStrategy {
   terminate(canceller: Canceller, pid: number, secretKey: number | null | undefined): Promise<CancelOutcome>
 }
 
+/**
+ * PgBouncer drops a CancelRequest for a client that waits in its queue for a
+ * server connection ("cancel request for idle client", measured with 1.18),
+ * so a statement queued there at its deadline starts later with nothing
+ * cancelling it: repeat often, without backing off. A repeat for a queued
+ * client costs PgBouncer one accept and close, and none is sent once our
+ * statement has ended.
+ */
+const POOLER_CANCEL_AGAIN_AFTER = Object.freeze({ firstMs: 20, maxMs: 20 })
+
 /** Direct: a cached session SET, `pg_cancel_backend` on the control connection (protocol cancel as fallback). */
 const DIRECT: SessionStrategy = Object.freeze<SessionStrategy>({
   pooler: 'none',
   usesControlConnection: true,
+  // A cancel that reaches the backend before its statement is dropped by the server: rare, so back off.
+  cancelAgainAfter: Object.freeze({ firstMs: 50, maxMs: 1_000 }),
   timeoutChange: (cache, stepMs, status) => cache.change(stepMs, status),
   cancel: (canceller, pid, secretKey) => canceller.cancel(pid, secretKey),
   terminate: (canceller, pid, secretKey) => canceller.terminate(pid, secretKey),
@@ -65,6 +82,7 @@ const DIRECT: SessionStrategy = Object.freeze<SessionStrategy>({
 const PGBOUNCER_SESSION: SessionStrategy = Object.freeze<SessionStrategy>({
   pooler: 'pgbouncer-session',
   usesControlConnection: false,
+  cancelAgainAfter: POOLER_CANCEL_AGAIN_AFTER,
   timeoutChange: (cache, stepMs, status) => cache.change(stepMs, status),
   cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
   // No pg_terminate_backend through PgBouncer: cancel the statement; the session destroys the connection.
@@ -83,6 +101,7 @@ const PGBOUNCER_SESSION: SessionStrategy = Object.freeze<SessionStrategy>({
 const PGBOUNCER_TRANSACTION: SessionStrategy = Object.freeze<SessionStrategy>({
   pooler: 'pgbouncer-transaction',
   usesControlConnection: false,
+  cancelAgainAfter: POOLER_CANCEL_AGAIN_AFTER,
   timeoutChange: (cache, stepMs, status) => (status === 'T' ? cache.change(stepMs, status) : undefined),
   cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
   terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),

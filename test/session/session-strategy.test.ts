@@ -41,6 +41,9 @@ describe('session strategies', () => {
     await strategy.cancel(canceller, 7, 1)
     await strategy.terminate(canceller, 7, 1)
     expect(calls).toEqual(['protocol 7', 'protocol 7'])
+    // PgBouncer drops a cancel for a client still queued for a server connection: repeats come often, without backing off.
+    expect(strategy.cancelAgainAfter).toEqual({ firstMs: 20, maxMs: 20 })
+    expect(sessionStrategyFor('none').cancelAgainAfter).toEqual({ firstMs: 50, maxMs: 1_000 })
   })
 
   it('PgBouncer session pooling: the session SET as on a direct connection; protocol cancels only', async () => {
