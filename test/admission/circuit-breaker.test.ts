@@ -5,7 +5,14 @@ import { GovernedPostgresDialect, LoadShedError, type CircuitState } from '../..
 import { rejectionOf, sleep, waitFor } from '../support/governed.js'
 import { startEmbeddedServer, type ControllableServer } from '../support/test-server.js'
 
-// This file stops and starts a server, so it runs an embedded one of its own.
+// Not the suite's server (inject('pgUrl')), on purpose: this file stops and starts
+// its server. The suite's one server is shared by every file running at the same
+// time (a database each), and it may not be ours to stop (PG_TEST_URL, or a
+// container); stopping it would fail the other files. A fault proxy in front of
+// it would not do either: the point is what a real shutdown does to a pool (idle
+// clients get FATAL 57P01, connections are refused while it is down, then a
+// fresh server). So it starts an embedded PostgreSQL of its own, whatever the
+// suite's source is.
 let server: ControllableServer
 beforeAll(async () => {
   server = await startEmbeddedServer()

@@ -222,7 +222,9 @@ export function describeAdapter(name: string, start: (kit: AdapterKit) => Promis
       // The statement itself carried the header's budget and was stopped while running on the server.
       const event = await waitFor('the query event', async () => queries.find((query) => query.sql?.includes(tag)))
       expect(event).toMatchObject({ outcome: 'deadline_exceeded', phase: 'running', criticality: 'critical' })
-      expect(event.budgetMs).toBeGreaterThan(100)
+      // What was left of the 200 ms once connected: on a busy machine connecting can take most of it, so only the
+      // bound from above is a claim (the header's budget, not another one, reached the statement).
+      expect(event.budgetMs).toBeGreaterThan(0)
       expect(event.budgetMs).toBeLessThanOrEqual(200)
       expect(typeof event.pid).toBe('number')
       await expectBackendIdle(database, event.pid as number)

