@@ -295,11 +295,13 @@ export class GovernedSession implements StatementHost {
 
   /** Waits for a draining cancel, but no longer than the caller's own budget. */
   async #waitSettled(settling: Promise<void>, budget: QueryBudget): Promise<QueryBudget> {
-    const race = new BudgetRace(settling, budget, (cause) =>
-      errorForStop(cause, { phase: 'waiting', budgetMs: budget.remainingMs, waitedMs: now() - budget.startedAt, ranMs: 0 }),
-    )
+    // A watch does not see a signal that aborted before it began: check first.
+    const refusal = refusalToStart(budget)
     try {
-      await race.promise
+      if (refusal) throw refusal
+      await new BudgetRace(settling, budget, (cause) =>
+        errorForStop(cause, { phase: 'waiting', budgetMs: budget.remainingMs, waitedMs: now() - budget.startedAt, ranMs: 0 }),
+      ).promise
     } catch (error) {
       reportStatement(this.events, this.pid, budget, now(), error instanceof QueryCanceledError ? 'canceled' : 'deadline_exceeded', error, undefined, undefined, 'waiting')
       throw error
@@ -372,6 +374,8 @@ export class GovernedSession implements StatementHost {
   /** Waits for `work` while `budget` lasts; past that, returns and lets it finish without the caller. */
   async #waitWithin(work: Promise<void>, budget: QueryBudget): Promise<void> {
     if (budget.deadline === Infinity && !budget.context?.signals.length) return work
+    // Already stopped (a watch does not see a signal that aborted before it began): do not wait at all.
+    if (refusalToStart(budget)) return
     await new BudgetRace(work, budget, () => new Error('the caller stopped waiting')).promise.catch(() => undefined)
   }
 
