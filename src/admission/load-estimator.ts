@@ -18,9 +18,9 @@ export const STALE_AFTER_MS = 5_000
  * faster in two cases:
  * - a run of {@link REGIME_RUN} samples in a row, every one below a quarter
  *   of the mean, is a change of regime: the mean restarts from their average;
- * - a sample after a quiet spell weighs at least `1 - e^(-gap / 5 s)`, so
- *   evidence from before a long pause counts for little.
- * Rising is unchanged (α per sample): a slowdown is believed as before.
+ * - a sample below the mean after a quiet spell weighs at least
+ *   `1 - e^(-gap / 5 s)`, so high figures from before a long pause count for little.
+ * Rising is unchanged (α per sample, whatever the gap): a slowdown is believed as before.
  *
  * @example
  * ```ts
@@ -104,7 +104,9 @@ class DecayingMean {
     } else {
       this.#lowRun = this.#lowSum = 0
     }
-    const weight = Math.max(this.#alpha, 1 - Math.exp(-gap / STALE_AFTER_MS))
+    // Only old high figures are forgotten faster: a rise is believed at the usual rate, gap or not
+    // (during a slowdown releases come seldom, and each would otherwise weigh more).
+    const weight = ms < this.value ? Math.max(this.#alpha, 1 - Math.exp(-gap / STALE_AFTER_MS)) : this.#alpha
     this.value += weight * (ms - this.value)
   }
 }
