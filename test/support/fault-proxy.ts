@@ -165,9 +165,14 @@ export async function startFaultProxy(url: string, options: { readonly random?: 
     client.on('data', (data: Buffer) => up.push(data))
     upstream.on('data', (data: Buffer) => down.push(data))
     // A close travels like data would: not through a partition (it is held until the heal, then delivered).
+    // What was sent before the close is delivered first (within 2 s of the heal).
     const closeLater = (socket: Socket, link: Link): void => {
+      let flushUntil = Infinity
       const finish = (): void => {
-        if (state.held || (link.pending > 0 && !state.dropping)) {
+        if (state.held) flushUntil = Infinity
+        else if (flushUntil === Infinity) flushUntil = performance.now() + 2_000
+        if (state.held || (link.pending > 0 && !state.dropping && performance.now() < flushUntil)) {
+          link.pump()
           setTimeout(finish, 5).unref()
           return
         }
@@ -178,13 +183,9 @@ export async function startFaultProxy(url: string, options: { readonly random?: 
     }
     client.on('close', () => {
       pairs.delete(pair)
-      up.stop()
       closeLater(upstream, up)
     })
-    upstream.on('close', () => {
-      down.stop()
-      closeLater(client, down)
-    })
+    upstream.on('close', () => closeLater(client, down))
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address() as AddressInfo
