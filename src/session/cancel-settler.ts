@@ -67,12 +67,14 @@ export class CancelSettler {
 
   /**
    * Queues `step` after whatever drains now; the session waits for it before
-   * it runs anything else or is released. Resolves when the step has ended.
+   * it runs anything else or is released. Resolves when the step has ended,
+   * or after `timeoutMs` (the settler's own limit by default), past which the
+   * session is marked for destruction.
    */
-  after(step: () => Promise<unknown>): Promise<void> {
+  after(step: () => Promise<unknown>, timeoutMs: number = this.#timeoutMs): Promise<void> {
     const previous = this.settled() ?? Promise.resolve()
     const settled: Promise<void> = previous
-      .then(() => this.#bounded(step()))
+      .then(() => this.#bounded(step(), timeoutMs))
       .then(
         () => {},
         (error: unknown) => void this.discard(`cleanup failed: ${String(error)}`),
@@ -92,13 +94,13 @@ export class CancelSettler {
    * packet) must not hold the session forever: past the limit it is destroyed
    * instead of reused, which frees its slot.
    */
-  #bounded(work: Promise<unknown>): Promise<unknown> {
+  #bounded(work: Promise<unknown>, timeoutMs: number): Promise<unknown> {
     let timer: NodeJS.Timeout | undefined
     const limit = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
-        this.discard(`did not settle within ${this.#timeoutMs} ms of its cancel`)
+        this.discard(`did not settle within ${timeoutMs} ms`)
         resolve()
-      }, this.#timeoutMs)
+      }, timeoutMs)
     })
     return Promise.race([work, limit]).finally(() => clearTimeout(timer))
   }

@@ -8,8 +8,8 @@ import type { GovernorEvents } from '../telemetry/governor-events.js'
 import { CancelSettler } from './cancel-settler.js'
 import type { Canceller, CancelOutcome } from './canceller.js'
 import type { PgCursorConstructor, PgPoolClient, PgQueryResult } from './pg-types.js'
-import { StatementRun, type InFlight, type StatementHost } from './statement-run.js'
-import { isQueryCanceled, isSessionEnding, outcomeOf, reportStatement, sqlComment, withCallerStack } from './statement-outcome.js'
+import { keepAsCause, StatementRun, type InFlight, type StatementHost } from './statement-run.js'
+import { isQueryCanceled, isSessionEnding, outcomeOf, reportStatement, sqlComment, stoppedWhileRunning, withCallerStack } from './statement-outcome.js'
 import type { StatementTimeoutLadder } from './statement-timeout-ladder.js'
 import { StatementTimeoutCache, type StatementTimeoutChange, type TransactionStatus } from './statement-timeout-cache.js'
 import { StreamWatch } from './stream-watch.js'
@@ -38,6 +38,12 @@ export type SessionEnd = 'clean' | 'broken'
 
 /** How long the cancel is repeated at most. */
 const CANCEL_REPEAT_FOR_MS = 5_000
+/**
+ * How long a rollback may take once its caller has stopped waiting for it
+ * (its deadline passed): past this the session is destroyed, which rolls the
+ * transaction back on the server as surely, and frees the slot.
+ */
+export const ROLLBACK_TIMEOUT_MS = 1_000
 
 /**
  * One pg client, governed, and nothing about Kysely or the pool: every
@@ -103,7 +109,7 @@ export class GovernedSession implements StatementHost {
     } catch (error) {
       throw withCallerStack(error, new Error())
     }
-    if (StatementTimeoutCache.isCallerCommand(sql)) await this.#learnCallerStatementTimeout(sql)
+    if (StatementTimeoutCache.isCallerCommand(sql)) await this.#learnCallerStatementTimeout(sql, budget)
     return result
   }
 
@@ -134,22 +140,36 @@ export class GovernedSession implements StatementHost {
     } finally {
       watch.unwatch()
       reportStatement(this.events, this.pid, budget, watch.sentAt, outcomeOf(failure), failure, queryId, text)
-      // A stopped stream's cancel is draining: close the cursor after it, off the caller's path.
-      if (watch.stopped) void this.#settler.after(() => cursor.close())
-      else await cursor.close()
+      // A stopped stream's cancel is draining: the close goes after it, off the caller's path. Else
+      // the caller waits for the close while its budget lasts, and no longer: a slow network must not
+      // hold a stream that has all its rows past its deadline (the session waits for the close).
+      const closing = this.#settler.after(() => this.#track(cursor.close()))
+      if (!watch.stopped) await this.#waitWithin(closing, budget)
     }
   }
 
   /**
-   * Runs a transaction-control statement (begin, commit, rollback, savepoint):
-   * after any draining cancel, without a deadline, so that a rollback always
-   * gets through.
+   * Runs a transaction-control statement (begin, commit, savepoint, release)
+   * under the ambient budget, as any statement: at the deadline the caller
+   * gets its error and the statement is cancelled. A commit stopped so may or
+   * may not have committed (as with any lost answer to a commit).
+   *
+   * A rollback is not bounded by the deadline, because the deadline has often
+   * passed already (it is why the transaction is rolled back): it is queued
+   * after any draining cancel and awaited only while the budget lasts; past
+   * that, the caller goes on while the rollback finishes in the background,
+   * within {@link ROLLBACK_TIMEOUT_MS}, or the session is destroyed (which
+   * rolls back as surely). The session is not reused before either.
    */
   async control(sql: string): Promise<PgQueryResult<unknown>> {
+    let budget = currentBudget(this.#services.policies)
+    if (/^\s*rollback\s*$/i.test(sql)) return this.#rollback(budget)
     const settling = this.#settler.settled()
-    if (settling) await settling
+    if (settling) budget = await this.#waitSettled(settling, budget)
     this.#assertUsable()
-    const result = await this.#track(this.#client.query(sql))
+    const refusal = refusalToStart(budget)
+    if (refusal) throw refusal
+    const result = await this.#bounded(this.#client.query(sql), budget)
     this.#timeouts.observe(this.#transactionStatus())
     return result
   }
@@ -183,16 +203,7 @@ export class GovernedSession implements StatementHost {
     if (settling) return settling.then(() => this.endUse())
     if (this.#settler.discardReason !== undefined) return 'broken'
     if (this.#transactionStatus() === 'I') return 'clean'
-    return this.#client.query('rollback').then(
-      () => {
-        this.#timeouts.observe('I')
-        return 'clean'
-      },
-      (error: unknown) => {
-        this.discard(`rollback on release failed: ${String(error)}`)
-        return 'broken'
-      },
-    )
+    return this.#queueRollback('rollback on release').then(() => (this.#settler.discardReason === undefined ? 'clean' : 'broken'))
   }
 
   /** Hands the client back to pg-pool: destroyed if the session was discarded. */
@@ -239,8 +250,13 @@ export class GovernedSession implements StatementHost {
       } else {
         outcome = delivered.value
         if (method === 'terminate') this.discard('session killed')
-        // An unconfirmed protocol cancel may still be on its way: never let it meet the next statement.
-        else if (!outcome.confirmed && !isQueryCanceled(endError)) this.discard('unconfirmed protocol cancel')
+        // An unconfirmed cancel may still be on its way, and must never meet the next statement:
+        // a pg_cancel_backend left on a control connection that did not answer in time (behind a
+        // partition, it is delivered after the heal), even when the statement ended with a cancel;
+        // or a protocol cancel, unless the statement ended with it.
+        else if (!outcome.confirmed && (mayArriveLate(outcome) || !isQueryCanceled(endError))) {
+          this.discard(`unconfirmed cancel (${outcome.fallbackReason ?? outcome.method})`)
+        }
       }
       if (events.has('cancel')) events.emit('cancel', { pid, reason, outcome, error, destroyed: this.#settler.discardReason !== undefined })
     })
@@ -257,7 +273,7 @@ export class GovernedSession implements StatementHost {
   async #cancelUntilEnded(pid: number, inFlight: InFlight): Promise<CancelOutcome> {
     const { canceller } = this.#services
     const secretKey = this.#client.secretKey
-    const outcome = await this.#strategy.cancel(canceller, pid, secretKey)
+    let outcome = await this.#strategy.cancel(canceller, pid, secretKey)
     let ended = false
     const whenEnded = inFlight.whenEnded().then(() => {
       ended = true
@@ -267,7 +283,9 @@ export class GovernedSession implements StatementHost {
     for (let delayMs = firstMs; ; delayMs = Math.min(delayMs * 2, maxMs)) {
       await endedOrElapsed(whenEnded, delayMs)
       if (ended || now() >= giveUpAt || this.#settler.discardReason !== undefined) return outcome
-      await this.#strategy.cancel(canceller, pid, secretKey).catch(() => undefined)
+      // A repeat that failed or may arrive late makes the whole cancel so.
+      const again = await this.#strategy.cancel(canceller, pid, secretKey).catch((error: unknown) => lateOutcome(`a repeated cancel failed: ${String(error)}`))
+      if (!again.confirmed && (outcome.confirmed || mayArriveLate(again))) outcome = again
     }
   }
 
@@ -277,11 +295,13 @@ export class GovernedSession implements StatementHost {
 
   /** Waits for a draining cancel, but no longer than the caller's own budget. */
   async #waitSettled(settling: Promise<void>, budget: QueryBudget): Promise<QueryBudget> {
-    const race = new BudgetRace(settling, budget, (cause) =>
-      errorForStop(cause, { phase: 'waiting', budgetMs: budget.remainingMs, waitedMs: now() - budget.startedAt, ranMs: 0 }),
-    )
+    // A watch does not see a signal that aborted before it began: check first.
+    const refusal = refusalToStart(budget)
     try {
-      await race.promise
+      if (refusal) throw refusal
+      await new BudgetRace(settling, budget, (cause) =>
+        errorForStop(cause, { phase: 'waiting', budgetMs: budget.remainingMs, waitedMs: now() - budget.startedAt, ranMs: 0 }),
+      ).promise
     } catch (error) {
       reportStatement(this.events, this.pid, budget, now(), error instanceof QueryCanceledError ? 'canceled' : 'deadline_exceeded', error, undefined, undefined, 'waiting')
       throw error
@@ -312,14 +332,23 @@ export class GovernedSession implements StatementHost {
     }
     const remaining = budget.remainingMs
     const change = this.#strategy.timeoutChange(this.#timeouts, remaining === Infinity ? 'default' : this.#services.ladder.bucketFor(remaining), this.#transactionStatus())
-    return change ? this.#setStatementTimeout(change) : undefined
+    return change ? this.#setStatementTimeout(change, budget) : undefined
   }
 
-  async #setStatementTimeout(change: StatementTimeoutChange): Promise<void> {
+  /**
+   * The SET, bounded by the statement's budget like the statement itself. A
+   * SET stopped by the deadline is cancelled and settled like a statement;
+   * the cache learns its value only if it went through, whenever it ends.
+   */
+  async #setStatementTimeout(change: StatementTimeoutChange, budget: QueryBudget): Promise<void> {
     // The value is a number we computed, never caller text.
     const value = change.value === 'default' ? 'default' : String(change.value)
-    await this.#client.query(change.local ? `set local statement_timeout to ${value}` : `set statement_timeout to ${value}`)
-    this.#timeouts.applied(change)
+    const setting = this.#client.query(change.local ? `set local statement_timeout to ${value}` : `set statement_timeout to ${value}`)
+    setting.then(
+      () => this.#timeouts.applied(change),
+      () => {},
+    )
+    await this.#bounded(setting, budget)
     const { events } = this.#services
     if (events.has('statementTimeout')) events.emit('statementTimeout', { pid: this.pid, valueMs: change.value, local: change.local })
   }
@@ -327,11 +356,70 @@ export class GovernedSession implements StatementHost {
   /**
    * The caller ran its own SET/RESET of statement_timeout: learn the value the
    * server now has, so we keep it (when stricter than our step) instead of
-   * overwriting it on the next statement.
+   * overwriting it on the next statement. The caller waits for the read-back
+   * only while its budget lasts; the session does until it ends, and is
+   * destroyed if it fails or does not come (rather than run on a value we do
+   * not know).
    */
-  async #learnCallerStatementTimeout(sql: string): Promise<void> {
-    const { rows } = await this.#client.query<{ ms: number }>(`select setting::int as ms from pg_settings where name = 'statement_timeout'`)
-    this.#timeouts.callerSet(StatementTimeoutCache.callerCommandOf(sql), rows[0]?.ms ?? 0, this.#transactionStatus())
+  async #learnCallerStatementTimeout(sql: string, budget: QueryBudget): Promise<void> {
+    const command = StatementTimeoutCache.callerCommandOf(sql)
+    const learning = this.#settler.after(() =>
+      this.#track(this.#client.query<{ ms: number }>(`select setting::int as ms from pg_settings where name = 'statement_timeout'`)).then(({ rows }) =>
+        this.#timeouts.callerSet(command, rows[0]?.ms ?? 0, this.#transactionStatus()),
+      ),
+    )
+    await this.#waitWithin(learning, budget)
+  }
+
+  /** Waits for `work` while `budget` lasts; past that, returns and lets it finish without the caller. */
+  async #waitWithin(work: Promise<void>, budget: QueryBudget): Promise<void> {
+    if (budget.deadline === Infinity && !budget.context?.signals.length) return work
+    // Already stopped (a watch does not see a signal that aborted before it began): do not wait at all.
+    if (refusalToStart(budget)) return
+    await new BudgetRace(work, budget, () => new Error('the caller stopped waiting')).promise.catch(() => undefined)
+  }
+
+  /**
+   * A rollback that always gets through or destroys the session (which rolls
+   * back as surely): it never fails its caller, so that the error that caused
+   * it is the one the caller sees. The caller waits for it only while its
+   * budget lasts.
+   */
+  async #rollback(budget: QueryBudget): Promise<PgQueryResult<unknown>> {
+    // A session marked for destruction is rolled back by its destruction.
+    if (this.#settler.discardReason === undefined) await this.#waitWithin(this.#queueRollback('rollback'), budget)
+    return ROLLED_BACK
+  }
+
+  /** Queues a ROLLBACK after whatever drains, bounded by {@link ROLLBACK_TIMEOUT_MS}; failure or overrun marks the session for destruction. */
+  #queueRollback(what: string): Promise<void> {
+    return this.#settler.after(
+      () =>
+        this.#track(this.#client.query('rollback')).then(
+          () => this.#timeouts.observe('I'),
+          (error: unknown) => {
+            throw new Error(`${what} failed: ${String(error)}`)
+          },
+        ),
+      ROLLBACK_TIMEOUT_MS,
+    )
+  }
+
+  /**
+   * An internal statement (our SET, a transaction-control statement) as the
+   * statement on the wire, bounded by `budget`: at the deadline or abort the
+   * caller gets its typed error at once, the statement is cancelled on the
+   * server, and the session is held until both have settled.
+   */
+  #bounded<T>(promise: Promise<T>, budget: QueryBudget): Promise<T> {
+    const inFlight = this.#trackInFlight(promise)
+    if (budget.deadline === Infinity && !budget.context?.signals.length) return promise
+    const sentAt = now()
+    return new BudgetRace(promise, budget, (cause) => {
+      const stopped = stoppedWhileRunning(cause, budget, sentAt)
+      void this.#cancel(inFlight, cause.kind, 'cancel', (serverError) => keepAsCause(stopped, serverError))
+      return stopped
+    }).promise
   }
 
   #transactionStatus(): TransactionStatus {
@@ -341,14 +429,34 @@ export class GovernedSession implements StatementHost {
 
   /** Tracks a promise-based statement (control statements, cursor reads) as the one in flight. */
   #track<T>(promise: Promise<T>): Promise<T> {
+    this.#trackInFlight(promise)
+    return promise
+  }
+
+  #trackInFlight(promise: Promise<unknown>): InFlight {
     const inFlight: InFlight = { whenEnded: () => promise.then(noError, (error: unknown) => error) }
     this.#inFlight = inFlight
     promise.then(
       () => this.statementEnded(inFlight, undefined),
       (error: unknown) => this.statementEnded(inFlight, error),
     )
-    return promise
+    return inFlight
   }
+}
+
+/**
+ * Whether an unconfirmed cancel may still reach the server later: its control
+ * query was given up on unanswered (the canceller then falls back to a
+ * protocol cancel, but the first may be queued behind a partition), or a
+ * repeat failed. A protocol cancel that resolved was read by the server.
+ * (The canceller reports this only in its text; see the README's network faults.)
+ */
+function mayArriveLate(outcome: CancelOutcome): boolean {
+  return !outcome.confirmed && /no answer within|repeated cancel failed/.test(outcome.fallbackReason ?? '')
+}
+
+function lateOutcome(fallbackReason: string): CancelOutcome {
+  return { method: 'protocol', confirmed: false, durationMs: 0, fallbackReason }
 }
 
 /** Resolves when `ended` does or after `ms`, whichever is first, leaving no timer behind. */
@@ -360,6 +468,9 @@ function endedOrElapsed(ended: Promise<void>, ms: number): Promise<void> {
   })
   return Promise.race([ended, elapsed]).finally(() => clearTimeout(timer))
 }
+
+/** What a rollback answers: it has no rows, and whether it ran or the session's destruction did it is the session's business. */
+const ROLLED_BACK: PgQueryResult<unknown> = Object.freeze({ command: 'ROLLBACK', rowCount: null, rows: [] })
 
 function noError(): undefined {
   return undefined

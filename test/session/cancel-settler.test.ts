@@ -72,7 +72,7 @@ describe('CancelSettler (fake clock)', () => {
     expect(settler.state.kind).toBe('settling')
     await vi.advanceTimersByTimeAsync(1)
     await settled
-    expect(settler.state).toEqual({ kind: 'discarded', reason: 'did not settle within 1000 ms of its cancel' })
+    expect(settler.state).toEqual({ kind: 'discarded', reason: 'did not settle within 1000 ms' })
   })
 
   it('stays discarded: a discarded session queues steps but never becomes ready again', async () => {

@@ -153,7 +153,9 @@ describe('a control connection that never answers', () => {
       await waitFor('the cancel to settle', async () => cancels.length === 1)
       expect(cancels[0]?.outcome).toMatchObject({ method: 'protocol', confirmed: false })
       expect(cancels[0]?.outcome?.fallbackReason).toMatch(/no answer within 200 ms/)
-      expect(cancels[0]?.destroyed).toBe(false)
+      // A control query given up on unanswered may still be delivered (behind a partition, after the
+      // heal): the session is destroyed rather than reused, even though the statement ended (issue 12).
+      expect(cancels[0]?.destroyed).toBe(true)
     } finally {
       await db.destroy()
       silent.close()
