@@ -37,7 +37,17 @@ export interface CancelOutcome {
   readonly durationMs: number
   /** Why the control connection was not used or did not answer, if so. */
   readonly fallbackReason?: string
+  /**
+   * The signal may still reach the server later: a control query given up on
+   * unanswered (behind a partition it is delivered after the heal), or a
+   * repeated cancel that failed. A session whose cancel may arrive late is
+   * never reused.
+   */
+  readonly mayArriveLate?: boolean
 }
+
+/** The control query did not answer within its limit: it may still be on its way. */
+class UnansweredControlQuery extends Error {}
 
 export interface CancellerOptions {
   /** Makes the control connection; `pg.Client` with the pool's options by default. */
@@ -107,6 +117,7 @@ export class Canceller {
   async #signal(method: 'backend' | 'kill', pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
     const startedAt = now()
     let fallbackReason: string
+    let mayArriveLate = false
     if (this.#ended) {
       fallbackReason = 'dialect destroyed'
     } else if (startedAt < this.#unavailableUntil) {
@@ -120,13 +131,14 @@ export class Canceller {
         return { method, confirmed: true, durationMs: now() - startedAt }
       } catch (error) {
         fallbackReason = `control connection failed: ${error instanceof Error ? error.message : String(error)}`
+        mayArriveLate = error instanceof UnansweredControlQuery
       }
     }
     if (secretKey === null || secretKey === undefined) {
       throw new Error(`cannot cancel backend ${pid}: ${fallbackReason}, and the connection has no secret key for a protocol cancel`)
     }
     await sendProtocolCancel(this.#options.target, pid, secretKey, this.#options.controlTimeoutMs)
-    return { method: 'protocol', confirmed: false, durationMs: now() - startedAt, fallbackReason }
+    return { method: 'protocol', confirmed: false, durationMs: now() - startedAt, fallbackReason, mayArriveLate }
   }
 
   /**
@@ -151,7 +163,7 @@ export class Canceller {
             ),
           ),
           this.#options.controlTimeoutMs,
-          () => new Error(`no answer within ${this.#options.controlTimeoutMs} ms`),
+          () => new UnansweredControlQuery(`no answer within ${this.#options.controlTimeoutMs} ms`),
         )
         for (const request of batch) request.resolve()
       } catch (error) {

@@ -6,13 +6,14 @@ import { QueryCanceledError } from '../errors/query-canceled-error.js'
 import { errorForStop } from '../errors/stop-error.js'
 import type { GovernorEvents } from '../telemetry/governor-events.js'
 import { CancelSettler } from './cancel-settler.js'
-import type { Canceller, CancelOutcome } from './canceller.js'
+import type { Canceller } from './canceller.js'
 import type { PgCursorConstructor, PgPoolClient, PgQueryResult } from './pg-types.js'
 import { keepAsCause, StatementRun, type InFlight, type StatementHost } from './statement-run.js'
-import { isQueryCanceled, isSessionEnding, outcomeOf, reportStatement, sqlComment, stoppedWhileRunning, withCallerStack } from './statement-outcome.js'
+import { isSessionEnding, outcomeOf, reportStatement, sqlComment, stoppedWhileRunning, withCallerStack } from './statement-outcome.js'
 import type { StatementTimeoutLadder } from './statement-timeout-ladder.js'
 import { StatementTimeoutCache, type StatementTimeoutChange, type TransactionStatus } from './statement-timeout-cache.js'
 import { StreamWatch } from './stream-watch.js'
+import { cancelUntilEnded, reasonToDiscard } from './statement-cancel.js'
 import { sessionStrategyFor, type SessionStrategy } from './session-strategy.js'
 
 /** What every session of one governor shares. */
@@ -36,8 +37,6 @@ export type CancelReason = 'deadline' | 'abort' | 'kysely'
 /** What a session is fit for once its user is done with it. */
 export type SessionEnd = 'clean' | 'broken'
 
-/** How long the cancel is repeated at most. */
-const CANCEL_REPEAT_FOR_MS = 5_000
 /**
  * How long a rollback may take once its caller has stopped waiting for it
  * (its deadline passed): past this the session is destroyed, which rolls the
@@ -238,55 +237,20 @@ export class GovernedSession implements StatementHost {
       return Promise.resolve()
     }
     const { canceller, events } = this.#services
-    const sent = method === 'terminate' ? this.#strategy.terminate(canceller, pid, this.#client.secretKey) : this.#cancelUntilEnded(pid, inFlight)
+    const subject = { pid, secretKey: this.#client.secretKey, canceller, strategy: this.#strategy, isDiscarded: () => this.#settler.discardReason !== undefined }
+    const sent = method === 'terminate' ? this.#strategy.terminate(canceller, pid, subject.secretKey) : cancelUntilEnded(subject, inFlight)
     const settled = Promise.allSettled([inFlight.whenEnded(), sent]).then(([ended, delivered]) => {
       const endError = ended.status === 'fulfilled' ? ended.value : undefined
       serverEnded?.(endError)
-      let outcome: CancelOutcome | undefined
-      let error: unknown
-      if (delivered.status === 'rejected') {
-        error = delivered.reason
-        this.discard(`cancel failed: ${String(error)}`)
-      } else {
-        outcome = delivered.value
-        if (method === 'terminate') this.discard('session killed')
-        // An unconfirmed cancel may still be on its way, and must never meet the next statement:
-        // a pg_cancel_backend left on a control connection that did not answer in time (behind a
-        // partition, it is delivered after the heal), even when the statement ended with a cancel;
-        // or a protocol cancel, unless the statement ended with it.
-        else if (!outcome.confirmed && (mayArriveLate(outcome) || !isQueryCanceled(endError))) {
-          this.discard(`unconfirmed cancel (${outcome.fallbackReason ?? outcome.method})`)
-        }
+      const discardReason = reasonToDiscard(method, delivered, endError)
+      if (discardReason !== undefined) this.discard(discardReason)
+      if (events.has('cancel')) {
+        const outcome = delivered.status === 'fulfilled' ? delivered.value : undefined
+        const error = delivered.status === 'rejected' ? delivered.reason : undefined
+        events.emit('cancel', { pid, reason, outcome, error, destroyed: this.#settler.discardReason !== undefined })
       }
-      if (events.has('cancel')) events.emit('cancel', { pid, reason, outcome, error, destroyed: this.#settler.discardReason !== undefined })
     })
     return this.#settler.after(() => settled)
-  }
-
-  /**
-   * Sends the cancel, and sends it again while the statement runs on. A cancel
-   * that reaches the backend before the statement does (it was just sent) is
-   * dropped by the server, and a function can catch query_canceled. Resolves
-   * with the first cancel's outcome once the statement has ended and no cancel
-   * is on its way any more, so that none can meet the next statement.
-   */
-  async #cancelUntilEnded(pid: number, inFlight: InFlight): Promise<CancelOutcome> {
-    const { canceller } = this.#services
-    const secretKey = this.#client.secretKey
-    let outcome = await this.#strategy.cancel(canceller, pid, secretKey)
-    let ended = false
-    const whenEnded = inFlight.whenEnded().then(() => {
-      ended = true
-    })
-    const giveUpAt = now() + CANCEL_REPEAT_FOR_MS
-    const { firstMs, maxMs } = this.#strategy.cancelAgainAfter
-    for (let delayMs = firstMs; ; delayMs = Math.min(delayMs * 2, maxMs)) {
-      await endedOrElapsed(whenEnded, delayMs)
-      if (ended || now() >= giveUpAt || this.#settler.discardReason !== undefined) return outcome
-      // A repeat that failed or may arrive late makes the whole cancel so.
-      const again = await this.#strategy.cancel(canceller, pid, secretKey).catch((error: unknown) => lateOutcome(`a repeated cancel failed: ${String(error)}`))
-      if (!again.confirmed && (outcome.confirmed || mayArriveLate(again))) outcome = again
-    }
   }
 
   #discard(reason: string, error: Error | undefined): void {
@@ -442,31 +406,6 @@ export class GovernedSession implements StatementHost {
     )
     return inFlight
   }
-}
-
-/**
- * Whether an unconfirmed cancel may still reach the server later: its control
- * query was given up on unanswered (the canceller then falls back to a
- * protocol cancel, but the first may be queued behind a partition), or a
- * repeat failed. A protocol cancel that resolved was read by the server.
- * (The canceller reports this only in its text; see the README's network faults.)
- */
-function mayArriveLate(outcome: CancelOutcome): boolean {
-  return !outcome.confirmed && /no answer within|repeated cancel failed/.test(outcome.fallbackReason ?? '')
-}
-
-function lateOutcome(fallbackReason: string): CancelOutcome {
-  return { method: 'protocol', confirmed: false, durationMs: 0, fallbackReason }
-}
-
-/** Resolves when `ended` does or after `ms`, whichever is first, leaving no timer behind. */
-function endedOrElapsed(ended: Promise<void>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  const elapsed = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms)
-    timer.unref()
-  })
-  return Promise.race([ended, elapsed]).finally(() => clearTimeout(timer))
 }
 
 /** What a rollback answers: it has no rows, and whether it ran or the session's destruction did it is the session's business. */
