@@ -1,5 +1,6 @@
 import { AdmissionGate, type AdmissionTicket } from '../admission/admission-gate.js'
 import type { ResolvedAdmissionPolicy } from '../admission/admission-policy.js'
+import { isCapacityRefusal } from '../admission/capacity-ceiling.js'
 import { CircuitBreaker, isConnectionFailure, type CircuitBreakerOptions } from '../admission/circuit-breaker.js'
 import { LoadEstimator } from '../admission/load-estimator.js'
 import { BudgetRace } from '../context/budget-race.js'
@@ -20,11 +21,16 @@ import type { PgClientConstructor, PgCursorConstructor, PgPool, PgPoolClient } f
 import { sessionStrategyFor, type PoolerMode } from '../session/session-strategy.js'
 import type { StatementTimeoutLadder } from '../session/statement-timeout-ladder.js'
 import type { GovernorEvents } from '../telemetry/governor-events.js'
+import { FleetWatch } from './fleet-watch.js'
+import type { ResolvedFleetOptions } from './fleet-options.js'
 import { LeakDetector } from './leak-detector.js'
 import { Lease } from './lease.js'
 import type { PoolStats } from './pool-stats.js'
 import { poolMax } from './pool-max.js'
 import { WarmConnections, type Loan, type WarmConnectionsSettings } from './warm-connections.js'
+
+/** Connect attempts refused for capacity that one caller sits out before it gets the refusal (its budget usually ends the wait first). */
+const MAX_CAPACITY_ATTEMPTS = 100
 
 /** Everything a governor is built from; validated by whoever builds it (the dialect). */
 export interface GovernorParts {
@@ -35,6 +41,8 @@ export interface GovernorParts {
   /** Validated `warmConnections`; undefined when keeping is off. */
   readonly warm: WarmConnectionsSettings | undefined
   readonly circuitBreaker?: CircuitBreakerOptions | undefined
+  /** Validated `fleet` options: the server limits check and saturation sampling. */
+  readonly fleet?: ResolvedFleetOptions | undefined
   readonly leakDetectionThresholdMs?: number | undefined
   readonly cursor?: PgCursorConstructor | undefined
   readonly sqlComment?: boolean | undefined
@@ -93,6 +101,9 @@ export class Governor {
   readonly #warm: WarmConnections<GovernedSession> | undefined
   readonly #leaks: LeakDetector | undefined
   readonly #onRelease = (lease: Lease): void => this.#released(lease)
+  readonly #fleet: FleetWatch | undefined
+  /** pg-pool connects under way, so that a refusal for capacity caps the pool at the connections it has. */
+  #connecting = 0
   #pool: PgPool | undefined
 
   constructor(pool: PgPool, parts: GovernorParts) {
@@ -115,6 +126,13 @@ export class Governor {
       reconnectDelayMs: control?.reconnectDelayMs ?? 1_000,
     })
     if (control?.eager !== false && strategy.usesControlConnection) this.#canceller.start()
+    // The server's limits are read once, on the control connection, when it opens at start. Not behind a
+    // pooler: what bounds its clients is the pooler's own limits, which the server's settings do not show.
+    const fleet = parts.fleet
+    this.#fleet =
+      fleet && strategy.usesControlConnection && (fleet.saturation || (fleet.checkServerLimits && control?.eager !== false))
+        ? new FleetWatch(this.#canceller, this.#gate, poolMax(pool), fleet, events)
+        : undefined
     // pg-pool's maxUses counts check-outs; a kept session serves many queries in one, so keeping would stretch it.
     const maxUses = (pool.options as { readonly maxUses?: number }).maxUses
     const keepWarm = parts.warm !== undefined && !(typeof maxUses === 'number' && Number.isFinite(maxUses))
@@ -167,13 +185,23 @@ export class Governor {
     try {
       if (!admitted) await this.#admit(ticket)
       // A permit freed by a release usually comes with that session, kept warm.
-      loan = this.#warm?.take()
-      // A caller admitted as the breaker's probe but served by a kept session proves nothing: let the next one probe.
-      if (loan) this.#breaker.releaseProbe()
-      else {
+      for (let attempt = 1; ; attempt++) {
+        loan = this.#warm?.take()
+        // A caller admitted as the breaker's probe but served by a kept session proves nothing: let the next one probe.
+        if (loan) {
+          this.#breaker.releaseProbe()
+          break
+        }
         const connectStartedAt = now()
         const idleBefore = pool.idleCount ?? 0
-        const client = await this.#lendWithin(pool, ticket)
+        let client: PgPoolClient
+        try {
+          client = await this.#lendWithin(pool, ticket)
+        } catch (error) {
+          if (!this.#waitsOutRefusal(error, ticket, attempt)) throw error
+          await this.#admit(ticket)
+          continue
+        }
         if (idleBefore === 0) createMs = now() - connectStartedAt
         let session = this.#sessions.get(client)
         if (!session) {
@@ -182,6 +210,7 @@ export class Governor {
           fresh = true
         }
         loan = { session, lentAt: now(), parkedAt: 0 }
+        break
       }
     } catch (error) {
       this.#reportRefusal(error, ticket)
@@ -199,6 +228,8 @@ export class Governor {
     const idle = (pool?.idleCount ?? 0) + warm
     return {
       max: gate.max,
+      ceiling: gate.ceiling,
+      serverSaturation: gate.serverSaturation,
       total,
       idle,
       warm,
@@ -220,6 +251,7 @@ export class Governor {
     this.#pool = undefined
     this.#leaks?.stop()
     this.#gate.rejectAll(new GovernorError('POOL_CLOSED', 'the pool was closed while the query waited for a connection'))
+    this.#fleet?.stop()
     // pg-pool's end() waits for every client it lent; kept ones must go back first.
     this.#warm?.drain()
     await this.#canceller.end()
@@ -300,16 +332,26 @@ export class Governor {
    */
   #lendWithin(pool: PgPool, ticket: AdmissionTicket): Promise<PgPoolClient> {
     const gate = this.#gate
+    this.#connecting++
     // The permit stays taken until pg-pool's connect has settled, so that pg-pool never has more out than we count.
     const connecting = pool.connect().then(
       (client) => {
+        this.#connecting--
         this.#breaker.recordSuccess()
+        if (gate.connected(pool.totalCount ?? 0)) this.#reportCapacity('raised', undefined)
         if (this.#pool) return client
         client.release()
         gate.abandon()
         throw new GovernorError('POOL_CLOSED', 'the pool was closed while the connection was opened')
       },
       (error: unknown) => {
+        this.#connecting--
+        if (isCapacityRefusal(error)) {
+          // pg-pool has dropped the refused client: what it still counts, less connects under way, is what we hold.
+          const wasCapped = gate.capped
+          gate.capacityRefused(Math.max(0, (pool.totalCount ?? 0) - this.#connecting))
+          this.#reportCapacity('refused', error, wasCapped)
+        }
         gate.abandon()
         if (isConnectionFailure(error)) this.#breaker.recordFailure()
         throw error
@@ -326,6 +368,24 @@ export class Governor {
       )
       return errorForStop(cause, { phase: 'waiting', budgetMs: ticket.deadline - ticket.startedAt, waitedMs: now() - ticket.startedAt, ranMs: 0 })
     }).promise
+  }
+
+  /**
+   * Whether a caller refused for capacity (53300) waits for a connection
+   * instead: a full server is not a failing one. It goes back to the gate's
+   * queue (critical first) for a connection this pool holds or for the next
+   * probe upward, within its budget. The refusal reaches the caller only when
+   * the pool holds no connection and the caller has no deadline (nothing
+   * would end the wait).
+   */
+  #waitsOutRefusal(error: unknown, ticket: AdmissionTicket, attempt: number): boolean {
+    if (!isCapacityRefusal(error) || !this.#pool || attempt >= MAX_CAPACITY_ATTEMPTS) return false
+    return (this.#pool.totalCount ?? 0) > 0 || ticket.deadline < Infinity
+  }
+
+  #reportCapacity(change: 'refused' | 'raised', error: unknown, wasCapped = true): void {
+    const { events } = this.#parts
+    if (events.has('capacity')) events.emit('capacity', { change, ceiling: this.#gate.ceiling, max: this.#gate.max, wasCapped, error })
   }
 
   /** A query event for work that never reached a statement: refused, expired or aborted while waiting. */
