@@ -338,7 +338,8 @@ export class Governor {
       (client) => {
         this.#connecting--
         this.#breaker.recordSuccess()
-        if (gate.connected(pool.totalCount ?? 0)) this.#reportCapacity('raised', undefined)
+        // Connects still under way may yet be refused: only what is established raises the ceiling.
+        if (gate.capped && gate.connected(Math.max(0, (pool.totalCount ?? 0) - this.#connecting))) this.#reportCapacity('raised', undefined)
         if (this.#pool) return client
         client.release()
         gate.abandon()
