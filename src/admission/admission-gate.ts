@@ -399,7 +399,7 @@ export class AdmissionGate {
       this.#pump()
       this.#armProbe()
     }, delayMs)
-    this.#probeTimer.unref()
+    // Not unref'd: callers wait on it, as they would on a socket pg-pool opens for them.
   }
 
   #waitingAtOrAbove(rank: number): number {
