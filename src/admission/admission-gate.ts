@@ -137,6 +137,17 @@ export class AdmissionGate {
     this.#armProbe()
   }
 
+  /** The fleet does not fit the server: `share` connections are this instance's fair part (see {@link CapacityCeiling.setFairShare}). */
+  setFairShare(share: number): void {
+    this.#ceiling.setFairShare(share)
+    this.#updateFastLimit()
+  }
+
+  /** The pool closed a connection and now has `established`: with a fair share set, the ceiling follows it down. */
+  gaveBack(established: number): void {
+    this.#ceiling.gaveBack(established)
+  }
+
   /** A connection was had while the pool held `total`: a capped ceiling rises to it, and waiters that now fit are let in. True when it rose. */
   connected(total: number): boolean {
     if (!this.#ceiling.capped || !this.#ceiling.connected(total)) return false

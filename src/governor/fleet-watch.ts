@@ -3,6 +3,10 @@ import type { GovernorEvents } from '../telemetry/governor-events.js'
 import type { ResolvedFleetOptions } from './fleet-options.js'
 import { SERVER_LIMITS_SQL, saturationSql, sizeFleet, type ServerLimitsEvent, type ServerLimitsRow } from './server-limits.js'
 
+/** Tries at reading the server's limits before giving up (the control connection could not be had). */
+const LIMITS_ATTEMPTS = 30
+const LIMITS_RETRY_MS = 1_000
+
 /** Where the fleet's statements run: the canceller's control connection. */
 export interface ControlQueries {
   query<R>(sql: string, parameters?: readonly unknown[]): Promise<R[]>
@@ -25,17 +29,26 @@ export interface ControlQueries {
  */
 export class FleetWatch {
   readonly #control: ControlQueries
+  readonly #pool: ControlQueries | undefined
   readonly #gate: AdmissionGate
   readonly #poolMax: number
   readonly #options: ResolvedFleetOptions
   readonly #events: GovernorEvents
   #limits: ServerLimitsEvent | undefined
   #timer: NodeJS.Timeout | undefined
+  #retry: NodeJS.Timeout | undefined
+  #attempts = 0
   #sampling = false
   #stopped = false
 
-  constructor(control: ControlQueries, gate: AdmissionGate, poolMax: number, options: ResolvedFleetOptions, events: GovernorEvents) {
+  /**
+   * `pool` runs a statement on one of the pool's own connections: the
+   * fallback for the limits when the control connection cannot be had (a
+   * fleet starting together can fill the server before it opens).
+   */
+  constructor(control: ControlQueries, gate: AdmissionGate, poolMax: number, options: ResolvedFleetOptions, events: GovernorEvents, pool?: ControlQueries) {
     this.#control = control
+    this.#pool = pool
     this.#gate = gate
     this.#poolMax = poolMax
     this.#options = options
@@ -57,21 +70,36 @@ export class FleetWatch {
   stop(): void {
     this.#stopped = true
     if (this.#timer) clearInterval(this.#timer)
+    if (this.#retry) clearTimeout(this.#retry)
     this.#timer = undefined
+    this.#retry = undefined
     this.#gate.setServerSaturation(0)
   }
 
   async #readLimits(): Promise<ServerLimitsEvent | undefined> {
     try {
-      const [row] = await this.#control.query<ServerLimitsRow>(SERVER_LIMITS_SQL)
+      const [row] = await this.#control.query<ServerLimitsRow>(SERVER_LIMITS_SQL).catch((error: unknown) => {
+        if (!this.#pool) throw error
+        return this.#pool.query<ServerLimitsRow>(SERVER_LIMITS_SQL)
+      })
       if (!row || this.#stopped) return undefined
       const limits = sizeFleet(row, { poolMax: this.#poolMax, expectedInstances: this.#options.expectedInstances })
       const first = this.#limits === undefined
       this.#limits = limits
+      // The fleet does not fit: each instance keeps to its share when slots are contended.
+      if (!limits.fits) this.#gate.setFairShare(limits.suggestedPoolMax)
       if (first) this.#events.emit('serverLimits', limits)
       return limits
     } catch {
-      // No control connection (the server is full, or behind a pooler that refuses the catalog): the next sample tries again.
+      // No control connection yet (a full server refuses it too, and a fleet starting together fills it):
+      // try again a few times, a second apart; the samples, when on, try at each interval.
+      if (!this.#stopped && !this.#retry && ++this.#attempts < LIMITS_ATTEMPTS) {
+        this.#retry = setTimeout(() => {
+          this.#retry = undefined
+          void this.#readLimits()
+        }, LIMITS_RETRY_MS)
+        this.#retry.unref()
+      }
       return undefined
     }
   }

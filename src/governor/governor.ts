@@ -8,6 +8,7 @@ import { criticalityRank } from '../context/criticality.js'
 import { now } from '../context/monotonic-clock.js'
 import type { PolicyRegistry } from '../context/policy-registry.js'
 import { currentBudget, currentRank, refusalToStart } from '../context/query-budget.js'
+import { withQueryContext } from '../context/query-context.js'
 import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
 import { GovernorError } from '../errors/governor-error.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
@@ -102,8 +103,14 @@ export class Governor {
   readonly #leaks: LeakDetector | undefined
   readonly #onRelease = (lease: Lease): void => this.#released(lease)
   readonly #fleet: FleetWatch | undefined
-  /** pg-pool connects under way, so that a refusal for capacity caps the pool at the connections it has. */
-  #connecting = 0
+  /**
+   * Sessions the server has given this pool and not yet taken back: counted
+   * when pg-pool lends a client we have not seen, uncounted on pg-pool's
+   * 'remove'. pg-pool's totalCount also counts connects under way, which a
+   * refusal for capacity must not (they may be refused too).
+   */
+  #open = 0
+  readonly #counted = new WeakSet<object>()
   #pool: PgPool | undefined
 
   constructor(pool: PgPool, parts: GovernorParts) {
@@ -114,6 +121,12 @@ export class Governor {
     this.#leaks = parts.leakDetectionThresholdMs === undefined ? undefined : new LeakDetector(parts.leakDetectionThresholdMs, events)
     // An unhandled 'error' from an idle client would crash the process (a server restart does that).
     pool.on?.('error', (error) => events.emit('poolError', error))
+    // pg-pool closed a client (idle timeout, error): when the fleet does not fit, that slot is left to the others.
+    ;(pool as { on?(event: 'remove', listener: (client: object) => void): unknown }).on?.('remove', (client) => {
+      if (!this.#counted.delete(client)) return
+      this.#open--
+      this.#gate.gaveBack(this.#open)
+    })
     const Client = parts.controlClient ?? pool.Client
     if (!Client) throw new InvalidOptionError('controlClient', 'is required when the pool has no `Client` constructor: pass pg.Client')
     const probe = new Client({ ...pool.options })
@@ -131,7 +144,7 @@ export class Governor {
     const fleet = parts.fleet
     this.#fleet =
       fleet && strategy.usesControlConnection && (fleet.saturation || (fleet.checkServerLimits && control?.eager !== false))
-        ? new FleetWatch(this.#canceller, this.#gate, poolMax(pool), fleet, events)
+        ? new FleetWatch(this.#canceller, this.#gate, poolMax(pool), fleet, events, { query: (sql) => this.#queryOnPool(sql) })
         : undefined
     // pg-pool's maxUses counts check-outs; a kept session serves many queries in one, so keeping would stretch it.
     const maxUses = (pool.options as { readonly maxUses?: number }).maxUses
@@ -276,8 +289,12 @@ export class Governor {
   #settleRelease(lease: Lease, end: SessionEnd): void {
     const at = now()
     const warm = this.#warm
+    const pool = this.#pool
+    // Above the ceiling (borrowed past the fleet's fair share, or the server refused more): the slot goes back to the server.
+    const surplus = end === 'clean' && pool !== undefined && this.#gate.capped && this.#open > this.#gate.ceiling
+    if (surplus) lease.session.discard('above the connection ceiling: the slot goes back to the server')
     // Kept only when clean, and not while something waits in pg-pool's own queue.
-    const kept = end === 'clean' && warm !== undefined && this.#pool !== undefined && (this.#pool.waitingCount ?? 0) === 0 && warm.keep(lease.loan, at)
+    const kept = !surplus && end === 'clean' && warm !== undefined && pool !== undefined && (pool.waitingCount ?? 0) === 0 && warm.keep(lease.loan, at)
     if (!kept) lease.session.returnToPool()
     const heldMs = at - lease.checkedOutAt
     this.#gate.release(heldMs)
@@ -332,25 +349,28 @@ export class Governor {
    */
   #lendWithin(pool: PgPool, ticket: AdmissionTicket): Promise<PgPoolClient> {
     const gate = this.#gate
-    this.#connecting++
     // The permit stays taken until pg-pool's connect has settled, so that pg-pool never has more out than we count.
     const connecting = pool.connect().then(
       (client) => {
-        this.#connecting--
         this.#breaker.recordSuccess()
-        // Connects still under way may yet be refused: only what is established raises the ceiling.
-        if (gate.capped && gate.connected(Math.max(0, (pool.totalCount ?? 0) - this.#connecting))) this.#reportCapacity('raised', undefined)
+        const fresh = !this.#counted.has(client)
+        if (fresh) {
+          this.#counted.add(client)
+          this.#open++
+        }
+        // A new session proves room on the server (an idle one lent proves nothing); connects still under way may yet be refused.
+        if (fresh && gate.capped && gate.connected(this.#open)) {
+          this.#reportCapacity('raised', undefined)
+        }
         if (this.#pool) return client
         client.release()
         gate.abandon()
         throw new GovernorError('POOL_CLOSED', 'the pool was closed while the connection was opened')
       },
       (error: unknown) => {
-        this.#connecting--
         if (isCapacityRefusal(error)) {
-          // pg-pool has dropped the refused client: what it still counts, less connects under way, is what we hold.
           const wasCapped = gate.capped
-          gate.capacityRefused(Math.max(0, (pool.totalCount ?? 0) - this.#connecting))
+          gate.capacityRefused(this.#open)
           this.#reportCapacity('refused', error, wasCapped)
         }
         gate.abandon()
@@ -369,6 +389,20 @@ export class Governor {
       )
       return errorForStop(cause, { phase: 'waiting', budgetMs: ticket.deadline - ticket.startedAt, waitedMs: now() - ticket.startedAt, ranMs: 0 })
     }).promise
+  }
+
+  /**
+   * One internal statement on a pool connection, admitted as critical_plus
+   * with a short budget (the fleet's limits, when the control connection
+   * cannot be had). It shows in the query events like any other.
+   */
+  async #queryOnPool<R>(sql: string): Promise<R[]> {
+    const lease = await withQueryContext({ timeoutMs: 5_000, criticality: 'critical_plus' }, () => this.acquire())
+    try {
+      return (await withQueryContext({ timeoutMs: 5_000, criticality: 'critical_plus' }, () => lease.session.execute<R>(sql, []))).rows
+    } finally {
+      lease.release()
+    }
   }
 
   /**

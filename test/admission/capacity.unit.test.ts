@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { AdmissionGate, type AdmissionTicket } from '../../src/admission/admission-gate.js'
 import { resolveAdmissionPolicy, type AdmissionOptions } from '../../src/admission/admission-policy.js'
-import { CapacityCeiling, FIRST_CAPACITY_PROBE_MS, MAX_CAPACITY_PROBE_MS, isCapacityRefusal } from '../../src/admission/capacity-ceiling.js'
+import { BORROW_MS, CapacityCeiling, FIRST_CAPACITY_PROBE_MS, MAX_CAPACITY_PROBE_MS, isCapacityRefusal } from '../../src/admission/capacity-ceiling.js'
 import { CircuitBreaker, isConnectionFailure } from '../../src/admission/circuit-breaker.js'
 import { LoadEstimator } from '../../src/admission/load-estimator.js'
 import { criticalityRank, type Criticality } from '../../src/context/criticality.js'
@@ -75,7 +75,10 @@ describe('CapacityCeiling', () => {
     expect(ceiling.connected(4)).toBe(true)
     expect([ceiling.ceiling, ceiling.limit()]).toEqual([4, 4])
     expect(ceiling.connected(4)).toBe(false)
+    // Each new session proves one more slot, no more: the others counted may be on their way out.
     expect(ceiling.connected(10)).toBe(true)
+    expect(ceiling.ceiling).toBe(5)
+    for (let total = 6; total <= 10; total++) ceiling.connected(total)
     expect([ceiling.capped, ceiling.limit()]).toEqual([false, 10])
   })
 
@@ -85,6 +88,42 @@ describe('CapacityCeiling', () => {
     expect(ceiling.limit()).toBe(0)
     ceiling.refused(9)
     expect(ceiling.ceiling).toBe(3)
+  })
+})
+
+describe('CapacityCeiling with the fleet\'s fair share (the fleet does not fit)', () => {
+  it('comes down to the share, climbs above it only by slow probes, and gives each borrowed slot back after BORROW_MS', () => {
+    let t = 0
+    const ceiling = new CapacityCeiling(10, () => t)
+    ceiling.setFairShare(4)
+    expect([ceiling.capped, ceiling.ceiling, ceiling.limit()]).toEqual([true, 4, 4])
+    // Connects begun before the cap succeed: they prove room, not a right to it.
+    expect(ceiling.connected(9)).toBe(false)
+    t = MAX_CAPACITY_PROBE_MS
+    expect(ceiling.limit()).toBe(5) // the slow probe above the share
+    expect(ceiling.connected(5)).toBe(true)
+    expect([ceiling.ceiling, ceiling.probeAt - t]).toEqual([5, MAX_CAPACITY_PROBE_MS])
+    t += BORROW_MS
+    expect(ceiling.ceiling).toBe(4) // given back
+    expect(ceiling.limit()).toBe(4) // and not tried for again at once
+  })
+
+  it('below the share, probes keep the first pace however often they fail; closing a connection lowers a ceiling above the share only', () => {
+    let t = 0
+    const ceiling = new CapacityCeiling(10, () => t)
+    ceiling.setFairShare(4)
+    ceiling.refused(2)
+    ceiling.refused(2)
+    ceiling.refused(2)
+    expect(ceiling.probeAt - t).toBe(FIRST_CAPACITY_PROBE_MS)
+    t = 10_000
+    ceiling.connected(3)
+    ceiling.connected(4)
+    t += MAX_CAPACITY_PROBE_MS
+    ceiling.connected(5)
+    expect(ceiling.ceiling).toBe(5)
+    ceiling.gaveBack(3)
+    expect(ceiling.ceiling).toBe(4)
   })
 })
 

@@ -44,8 +44,10 @@ function controlOpen(role: string): () => Promise<boolean> {
 describe('a full server is not a failing server', () => {
   it('53300 never opens the breaker; a pool that can reach only 3 of its 8 serves all its critical work from them', async () => {
     const pool = new pg.Pool({ connectionString: full.url(), max: 8, application_name: 'fleet_full' })
-    // A breaker that opens at the first connection failure: a 53300 counted as one would open it.
-    const dialect = new GovernedPostgresDialect({ pool, circuitBreaker: { failureThreshold: 1 } })
+    // A breaker that opens at the first connection failure: a 53300 counted as one would open it. Without
+    // the sizing check (it would cap the pool at its fair share of 3 before any refusal), the ceiling is
+    // learned from the server's refusals alone.
+    const dialect = new GovernedPostgresDialect({ pool, circuitBreaker: { failureThreshold: 1 }, fleet: { checkServerLimits: false } })
     const db = new Kysely<any>({ dialect })
     const circuit: CircuitState[] = []
     const capacity: CapacityEvent[] = []
@@ -131,6 +133,27 @@ describe('a full server is not a failing server', () => {
 })
 
 describe('the sizing check at start', () => {
+  it('keeps a pool that does not fit to its fair share from the start: no session is refused', async () => {
+    const pool = new pg.Pool({ connectionString: full.url(), max: 8, application_name: 'fleet_fair' })
+    const dialect = new GovernedPostgresDialect({ pool })
+    const capacity: CapacityEvent[] = []
+    dialect.events.on('capacity', (event) => capacity.push(event))
+    const limits: ServerLimitsEvent[] = []
+    dialect.events.on('serverLimits', (event) => limits.push(event))
+    const db = new Kysely<any>({ dialect })
+    try {
+      await sql`select 1`.execute(db)
+      await waitFor('the limits', async () => limits.length === 1)
+      expect(limits[0]).toMatchObject({ usableSlots: 4, needed: 9, fits: false, suggestedPoolMax: 3 })
+      const outcomes = await Promise.all(Array.from({ length: 20 }, () => run(db, 'critical', 10_000, 0.05)))
+      expect(outcomes.every((o) => o.ok)).toBe(true)
+      expect(dialect.poolStats()).toMatchObject({ ceiling: 3, total: 3 })
+      expect(capacity.filter((e) => e.change === 'refused')).toEqual([])
+    } finally {
+      await db.destroy()
+    }
+  })
+
   it('reads the server\'s limits once and warns with the figures when max x expected instances cannot fit', async () => {
     const pool = new pg.Pool({ connectionString: sizing.url(), max: 4 })
     const warnings: { fields: object; message: string }[] = []
