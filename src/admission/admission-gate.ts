@@ -6,6 +6,7 @@ import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { LoadShedError } from '../errors/load-shed-error.js'
 import { errorForStop, type StopCause } from '../errors/stop-error.js'
 import type { ResolvedAdmissionPolicy } from './admission-policy.js'
+import { CapacityCeiling } from './capacity-ceiling.js'
 import type { CircuitBreaker } from './circuit-breaker.js'
 import type { LoadEstimator } from './load-estimator.js'
 import { WaiterHeap, type HeapEntry } from './waiter-heap.js'
@@ -76,6 +77,13 @@ class Waiter extends BudgetWatch implements HeapEntry {
  * utilisation thresholds, a bounded queue, deadline feasibility and the
  * circuit breaker. A waiter that is aborted or expires leaves at once, so
  * pg-pool's own queue stays empty.
+ *
+ * Two views from outside the pool narrow it: the {@link CapacityCeiling}
+ * (the server refused a session for capacity, so fewer than `max`
+ * connections can be had: the limit and the utilisation are taken against
+ * what can be reached), and the server's saturation sampled by the fleet
+ * option (shedding compares the larger of the pool's utilisation and the
+ * server's with the thresholds).
  */
 export class AdmissionGate {
   readonly #max: number
@@ -86,9 +94,14 @@ export class AdmissionGate {
   readonly #waitingByRank: [number, number, number, number] = [0, 0, 0, 0]
   /** Below this many permits + waiters, every level is admitted without looking at its context. */
   readonly #freeAdmissionLimit: number
+  readonly #ceiling: CapacityCeiling
+  /** The fast path's bound now: the free admission limit, or 0 while capped or while the server is saturated. */
+  #fastLimit: number
+  #serverSaturation = 0
+  #probeTimer: NodeJS.Timeout | undefined
   #inUse = 0
 
-  constructor(max: number, policy: ResolvedAdmissionPolicy, estimator: LoadEstimator, breaker: CircuitBreaker) {
+  constructor(max: number, policy: ResolvedAdmissionPolicy, estimator: LoadEstimator, breaker: CircuitBreaker, ceiling: CapacityCeiling = new CapacityCeiling(max)) {
     if (policy.reserve >= max) {
       throw new InvalidOptionError('admission.reserve', `must be below the pool's max (${max}); got ${policy.reserve}`)
     }
@@ -98,6 +111,64 @@ export class AdmissionGate {
     this.#breaker = breaker
     const lowest = Math.min(...policy.thresholds)
     this.#freeAdmissionLimit = Math.min(Math.ceil(lowest * max), max - policy.reserve)
+    this.#ceiling = ceiling
+    this.#fastLimit = this.#freeAdmissionLimit
+  }
+
+  /** Connections the server has let this pool reach: `max` unless a refusal for capacity capped it. */
+  get ceiling(): number {
+    return this.#ceiling.ceiling
+  }
+
+  /** The server's sampled saturation (0 when not sampled): busy application backends / usable slots. */
+  get serverSaturation(): number {
+    return this.#serverSaturation
+  }
+
+  /**
+   * The server refused a session for capacity while the pool had
+   * `established` connections: the limit drops to them until a probe finds
+   * more room. Waiters stay queued (critical first) for the connections
+   * there are.
+   */
+  capacityRefused(established: number): void {
+    this.#ceiling.refused(established)
+    this.#updateFastLimit()
+    this.#armProbe()
+  }
+
+  /** The fleet does not fit the server: `share` connections are this instance's fair part (see {@link CapacityCeiling.setFairShare}). */
+  setFairShare(share: number): void {
+    this.#ceiling.setFairShare(share)
+    this.#updateFastLimit()
+  }
+
+  /** The pool closed a connection and now has `established`: with a fair share set, the ceiling follows it down. */
+  gaveBack(established: number): void {
+    this.#ceiling.gaveBack(established)
+  }
+
+  /** A connection was had while the pool held `total`: a capped ceiling rises to it, and waiters that now fit are let in. True when it rose. */
+  connected(total: number): boolean {
+    if (!this.#ceiling.capped || !this.#ceiling.connected(total)) return false
+    this.#updateFastLimit()
+    this.#pump()
+    return true
+  }
+
+  /** Whether a refusal for capacity has capped the pool below its `max`. */
+  get capped(): boolean {
+    return this.#ceiling.capped
+  }
+
+  /**
+   * The server's saturation from the fleet sampler, 0..1 (or above, when
+   * others hold more than the configured capacity): shedding treats it like
+   * the pool's utilisation. `0` when sampling stops.
+   */
+  setServerSaturation(saturation: number): void {
+    this.#serverSaturation = Number.isFinite(saturation) && saturation > 0 ? saturation : 0
+    this.#updateFastLimit()
   }
 
   get max(): number {
@@ -114,9 +185,15 @@ export class AdmissionGate {
     return this.#queue.size
   }
 
-  /** `(in use + waiting) / max`. */
+  /** `(in use + waiting) / max`, with `max` lowered to the ceiling the server lets this pool reach. */
   get utilisation(): number {
-    return (this.#inUse + this.#queue.size) / this.#max
+    return (this.#inUse + this.#queue.size) / this.#reachable()
+  }
+
+  /** What the shedding thresholds compare with: the larger of the pool's utilisation and the server's saturation. */
+  get pressure(): number {
+    const utilisation = this.utilisation
+    return utilisation > this.#serverSaturation ? utilisation : this.#serverSaturation
   }
 
   /**
@@ -124,7 +201,7 @@ export class AdmissionGate {
    * when every level is admitted.
    */
   get sheddingLevel(): (typeof CRITICALITIES)[number] | undefined {
-    const utilisation = this.utilisation
+    const utilisation = this.pressure
     let level: (typeof CRITICALITIES)[number] | undefined
     for (let rank = CRITICALITIES.length - 1; rank >= 0; rank--) {
       if (utilisation >= (this.#policy.thresholds[rank] as number)) level = CRITICALITIES[rank]
@@ -138,7 +215,7 @@ export class AdmissionGate {
    * nobody waits, without looking at the caller's context at all.
    */
   tryAcquire(): boolean {
-    if (this.#inUse + this.#queue.size < this.#freeAdmissionLimit && this.#breaker.state === 'closed') {
+    if (this.#inUse + this.#queue.size < this.#fastLimit && this.#breaker.state === 'closed') {
       this.#inUse++
       return true
     }
@@ -153,7 +230,7 @@ export class AdmissionGate {
   tryAcquireFor(rank: number): boolean {
     if (
       this.#inUse < this.#limitFor(rank) &&
-      (this.#inUse + this.#queue.size) / this.#max < (this.#policy.thresholds[rank] as number) &&
+      this.pressure < (this.#policy.thresholds[rank] as number) &&
       this.#waitingAtOrAbove(rank) === 0 &&
       this.#breaker.state === 'closed'
     ) {
@@ -178,6 +255,7 @@ export class AdmissionGate {
     return new Promise<void>((resolve, reject) => {
       this.#queue.push(new Waiter(this, ticket, resolve, reject))
       this.#count(rank, +1)
+      this.#armProbe()
     })
   }
 
@@ -206,6 +284,8 @@ export class AdmissionGate {
 
   /** Rejects every waiter with `error`: the pool is going away. */
   rejectAll(error: Error): void {
+    if (this.#probeTimer) clearTimeout(this.#probeTimer)
+    this.#probeTimer = undefined
     for (let waiter = this.#queue.pop(); waiter; waiter = this.#queue.pop()) {
       this.#count(waiter.rank, -1)
       waiter.fail(error)
@@ -244,12 +324,16 @@ export class AdmissionGate {
     const meanUseMs = this.#estimator.meanUseMs
     const utilisation = this.utilisation
     const threshold = this.#policy.thresholds[rank] as number
-    if (utilisation >= threshold) {
+    if (utilisation >= threshold || this.#serverSaturation >= threshold) {
+      const what =
+        utilisation >= this.#serverSaturation
+          ? `pool utilisation ${utilisation.toFixed(2)}${this.#ceiling.capped ? ` (of the ${this.#ceiling.ceiling} connections the server lets this pool reach)` : ''}`
+          : `server saturation ${this.#serverSaturation.toFixed(2)} (busy application backends / usable slots)`
       return new LoadShedError({
         criticality,
         reason: 'utilisation',
         retryAfterMs: Math.max(MIN_RETRY_AFTER_MS, Math.ceil(meanUseMs)),
-        detail: `pool utilisation ${utilisation.toFixed(2)} is at or above the ${criticality} threshold ${threshold}`,
+        detail: `${what} is at or above the ${criticality} threshold ${threshold}`,
       })
     }
     const mustWait = this.#inUse >= this.#limitFor(rank) || this.#waitingAtOrAbove(rank) > 0
@@ -258,12 +342,12 @@ export class AdmissionGate {
       return new LoadShedError({
         criticality,
         reason: 'queue',
-        retryAfterMs: Math.max(MIN_RETRY_AFTER_MS, Math.ceil(this.#estimator.predictWaitMs(this.#queue.size, this.#max))),
+        retryAfterMs: Math.max(MIN_RETRY_AFTER_MS, Math.ceil(this.#estimator.predictWaitMs(this.#queue.size, this.#reachable()))),
         detail: `the wait queue is full (${this.#queue.size} waiting)`,
       })
     }
     if (this.#policy.feasibility && meanUseMs > 0 && ticket.deadline < Infinity) {
-      const predictedMs = this.#estimator.predictWaitMs(this.#waitingAtOrAbove(rank), this.#max) + meanUseMs
+      const predictedMs = this.#estimator.predictWaitMs(this.#waitingAtOrAbove(rank), this.#reachable()) + meanUseMs
       const remainingMs = ticket.deadline - now()
       if (predictedMs > remainingMs) {
         return new LoadShedError({
@@ -282,7 +366,51 @@ export class AdmissionGate {
   }
 
   #limitFor(rank: number): number {
-    return rank > LOWEST_RESERVE_RANK ? this.#max - this.#policy.reserve : this.#max
+    const limit = this.#ceiling.capped ? this.#ceiling.limit() : this.#max
+    return rank > LOWEST_RESERVE_RANK ? limit - this.#policy.reserve : limit
+  }
+
+  /** The connections utilisation and wait predictions are taken against: the ceiling, at least one. */
+  #reachable(): number {
+    const ceiling = this.#ceiling.ceiling
+    return ceiling > 1 ? ceiling : 1
+  }
+
+  #updateFastLimit(): void {
+    const lowest = this.#policy.thresholds[this.#policy.thresholds.length - 1] as number
+    this.#fastLimit = this.#ceiling.capped || this.#serverSaturation >= lowest ? 0 : this.#freeAdmissionLimit
+  }
+
+  /** Lets in the waiters that fit the limit now (it rose: a probe came due, or a connection was had). */
+  #pump(): void {
+    for (let next = this.#queue.peek(); next && this.#inUse < this.#limitFor(next.rank); next = this.#queue.peek()) {
+      this.#queue.pop()
+      this.#count(next.rank, -1)
+      this.#estimator.recordWait(now() - next.enqueuedAt)
+      this.#inUse++
+      next.grant()
+    }
+    if (!this.#ceiling.capped && this.#probeTimer) {
+      clearTimeout(this.#probeTimer)
+      this.#probeTimer = undefined
+    }
+  }
+
+  /**
+   * While capped with callers waiting, wakes the queue when the probe upward
+   * comes due: a pool that holds no connection at all gets no release to do it.
+   */
+  #armProbe(): void {
+    if (this.#probeTimer || !this.#ceiling.capped || this.#queue.size === 0) return
+    // A probe already due waits for a release instead: permits are out (the limit is above what is in use only while nobody waits).
+    const delayMs = Math.ceil(this.#ceiling.probeAt - now())
+    if (delayMs <= 0) return
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = undefined
+      this.#pump()
+      this.#armProbe()
+    }, delayMs)
+    // Not unref'd: callers wait on it, as they would on a socket pg-pool opens for them.
   }
 
   #waitingAtOrAbove(rank: number): number {

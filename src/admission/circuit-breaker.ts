@@ -1,5 +1,6 @@
 import { now } from '../context/monotonic-clock.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
+import { isCapacityRefusal } from './capacity-ceiling.js'
 
 /**
  * `closed`: normal; `open`: failing fast; `half_open`: one probe is let through.
@@ -172,6 +173,8 @@ export class CircuitBreaker {
  * freed a moment later could have served.
  */
 export function isConnectionFailure(error: unknown): boolean {
+  // PgBouncer's `no more connections allowed` comes with a 08 code: capacity all the same.
+  if (isCapacityRefusal(error)) return false
   const code = (error as { code?: unknown } | null)?.code
   if (typeof code === 'string') {
     if (code.startsWith('08')) return true // connection exception

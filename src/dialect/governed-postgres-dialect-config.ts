@@ -8,6 +8,7 @@ import type { QueryPolicy } from '../context/policy-registry.js'
 import type { PgClientConstructor, PgCursorConstructor, PgPool } from '../session/pg-types.js'
 import type { PoolerMode } from '../session/session-strategy.js'
 import type { WarmConnectionsOptions } from '../governor/warm-connections.js'
+import type { FleetOptions } from '../governor/fleet-options.js'
 
 /**
  * Options of {@link GovernedPostgresDialect}: Kysely's `PostgresDialectConfig`
@@ -82,6 +83,12 @@ export interface GovernedPostgresDialectConfig {
    * mode. See the README, "Behind PgBouncer".
    */
   readonly pooler?: PoolerMode | undefined
+  /**
+   * Many instances on one server: the expected number of instances for the
+   * sizing check at start, and optional saturation sampling on the control
+   * connection. See the README, "Many instances".
+   */
+  readonly fleet?: FleetOptions | undefined
   /** The statement_timeout steps in milliseconds, strictly increasing. */
   readonly statementTimeoutLadderMs?: readonly number[] | undefined
   /** The dedicated connection that sends `pg_cancel_backend`. */

@@ -20,6 +20,7 @@ import { StatementTimeoutLadder } from '../session/statement-timeout-ladder.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { WarmConnections, type WarmConnectionsSettings } from '../governor/warm-connections.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
+import { resolveFleetOptions, type ResolvedFleetOptions } from '../governor/fleet-options.js'
 import { GovernedDriver } from './governed-driver.js'
 import { sessionStrategyFor } from '../session/session-strategy.js'
 import type { PoolStats } from '../governor/pool-stats.js'
@@ -54,6 +55,7 @@ export class GovernedPostgresDialect implements Dialect {
   readonly #ladder: StatementTimeoutLadder
   readonly #admission: ResolvedAdmissionPolicy
   readonly #warm: WarmConnectionsSettings | undefined
+  readonly #fleet: ResolvedFleetOptions
   readonly #drivers: GovernedDriver[] = []
   /** Policies by domain; change them at runtime with `set` and `delete`. */
   readonly policies: PolicyRegistry
@@ -82,6 +84,7 @@ export class GovernedPostgresDialect implements Dialect {
     new CircuitBreaker(config.circuitBreaker)
     if (config.leakDetectionThresholdMs !== undefined) new LeakDetector(config.leakDetectionThresholdMs, this.events).stop()
     this.#warm = WarmConnections.resolve(config.warmConnections)
+    this.#fleet = resolveFleetOptions(config.fleet)
     if (config.sqlComment !== undefined && typeof config.sqlComment !== 'boolean') {
       throw new InvalidOptionError('sqlComment', `must be a boolean; got ${String(config.sqlComment)}`)
     }
@@ -103,6 +106,7 @@ export class GovernedPostgresDialect implements Dialect {
       admission: this.#admission,
       warm: this.#warm,
       circuitBreaker: config.circuitBreaker,
+      fleet: this.#fleet,
       leakDetectionThresholdMs: config.leakDetectionThresholdMs,
       cursor: config.cursor,
       sqlComment: config.sqlComment,

@@ -1,5 +1,6 @@
 import { AdmissionGate, type AdmissionTicket } from '../admission/admission-gate.js'
 import type { ResolvedAdmissionPolicy } from '../admission/admission-policy.js'
+import { isCapacityRefusal } from '../admission/capacity-ceiling.js'
 import { CircuitBreaker, isConnectionFailure, type CircuitBreakerOptions } from '../admission/circuit-breaker.js'
 import { LoadEstimator } from '../admission/load-estimator.js'
 import { BudgetRace } from '../context/budget-race.js'
@@ -7,6 +8,7 @@ import { criticalityRank } from '../context/criticality.js'
 import { now } from '../context/monotonic-clock.js'
 import type { PolicyRegistry } from '../context/policy-registry.js'
 import { currentBudget, currentRank, refusalToStart } from '../context/query-budget.js'
+import { withQueryContext } from '../context/query-context.js'
 import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
 import { GovernorError } from '../errors/governor-error.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
@@ -20,11 +22,16 @@ import type { PgClientConstructor, PgCursorConstructor, PgPool, PgPoolClient } f
 import { sessionStrategyFor, type PoolerMode } from '../session/session-strategy.js'
 import type { StatementTimeoutLadder } from '../session/statement-timeout-ladder.js'
 import type { GovernorEvents } from '../telemetry/governor-events.js'
+import { FleetWatch } from './fleet-watch.js'
+import type { ResolvedFleetOptions } from './fleet-options.js'
 import { LeakDetector } from './leak-detector.js'
 import { Lease } from './lease.js'
 import type { PoolStats } from './pool-stats.js'
 import { poolMax } from './pool-max.js'
 import { WarmConnections, type Loan, type WarmConnectionsSettings } from './warm-connections.js'
+
+/** Connect attempts refused for capacity that one caller sits out before it gets the refusal (its budget usually ends the wait first). */
+const MAX_CAPACITY_ATTEMPTS = 100
 
 /** Everything a governor is built from; validated by whoever builds it (the dialect). */
 export interface GovernorParts {
@@ -35,6 +42,8 @@ export interface GovernorParts {
   /** Validated `warmConnections`; undefined when keeping is off. */
   readonly warm: WarmConnectionsSettings | undefined
   readonly circuitBreaker?: CircuitBreakerOptions | undefined
+  /** Validated `fleet` options: the server limits check and saturation sampling. */
+  readonly fleet?: ResolvedFleetOptions | undefined
   readonly leakDetectionThresholdMs?: number | undefined
   readonly cursor?: PgCursorConstructor | undefined
   readonly sqlComment?: boolean | undefined
@@ -93,6 +102,15 @@ export class Governor {
   readonly #warm: WarmConnections<GovernedSession> | undefined
   readonly #leaks: LeakDetector | undefined
   readonly #onRelease = (lease: Lease): void => this.#released(lease)
+  readonly #fleet: FleetWatch | undefined
+  /**
+   * Sessions the server has given this pool and not yet taken back: counted
+   * when pg-pool lends a client we have not seen, uncounted on pg-pool's
+   * 'remove'. pg-pool's totalCount also counts connects under way, which a
+   * refusal for capacity must not (they may be refused too).
+   */
+  #open = 0
+  readonly #counted = new WeakSet<object>()
   #pool: PgPool | undefined
 
   constructor(pool: PgPool, parts: GovernorParts) {
@@ -103,6 +121,12 @@ export class Governor {
     this.#leaks = parts.leakDetectionThresholdMs === undefined ? undefined : new LeakDetector(parts.leakDetectionThresholdMs, events)
     // An unhandled 'error' from an idle client would crash the process (a server restart does that).
     pool.on?.('error', (error) => events.emit('poolError', error))
+    // pg-pool closed a client (idle timeout, error): when the fleet does not fit, that slot is left to the others.
+    ;(pool as { on?(event: 'remove', listener: (client: object) => void): unknown }).on?.('remove', (client) => {
+      if (!this.#counted.delete(client)) return
+      this.#open--
+      this.#gate.gaveBack(this.#open)
+    })
     const Client = parts.controlClient ?? pool.Client
     if (!Client) throw new InvalidOptionError('controlClient', 'is required when the pool has no `Client` constructor: pass pg.Client')
     const probe = new Client({ ...pool.options })
@@ -115,6 +139,13 @@ export class Governor {
       reconnectDelayMs: control?.reconnectDelayMs ?? 1_000,
     })
     if (control?.eager !== false && strategy.usesControlConnection) this.#canceller.start()
+    // The server's limits are read once, on the control connection, when it opens at start. Not behind a
+    // pooler: what bounds its clients is the pooler's own limits, which the server's settings do not show.
+    const fleet = parts.fleet
+    this.#fleet =
+      fleet && strategy.usesControlConnection && (fleet.saturation || (fleet.checkServerLimits && control?.eager !== false))
+        ? new FleetWatch(this.#canceller, this.#gate, poolMax(pool), fleet, events, { query: (sql) => this.#queryOnPool(sql) })
+        : undefined
     // pg-pool's maxUses counts check-outs; a kept session serves many queries in one, so keeping would stretch it.
     const maxUses = (pool.options as { readonly maxUses?: number }).maxUses
     const keepWarm = parts.warm !== undefined && !(typeof maxUses === 'number' && Number.isFinite(maxUses))
@@ -167,13 +198,23 @@ export class Governor {
     try {
       if (!admitted) await this.#admit(ticket)
       // A permit freed by a release usually comes with that session, kept warm.
-      loan = this.#warm?.take()
-      // A caller admitted as the breaker's probe but served by a kept session proves nothing: let the next one probe.
-      if (loan) this.#breaker.releaseProbe()
-      else {
+      for (let attempt = 1; ; attempt++) {
+        loan = this.#warm?.take()
+        // A caller admitted as the breaker's probe but served by a kept session proves nothing: let the next one probe.
+        if (loan) {
+          this.#breaker.releaseProbe()
+          break
+        }
         const connectStartedAt = now()
         const idleBefore = pool.idleCount ?? 0
-        const client = await this.#lendWithin(pool, ticket)
+        let client: PgPoolClient
+        try {
+          client = await this.#lendWithin(pool, ticket)
+        } catch (error) {
+          if (!this.#waitsOutRefusal(error, ticket, attempt)) throw error
+          await this.#admit(ticket)
+          continue
+        }
         if (idleBefore === 0) createMs = now() - connectStartedAt
         let session = this.#sessions.get(client)
         if (!session) {
@@ -182,6 +223,7 @@ export class Governor {
           fresh = true
         }
         loan = { session, lentAt: now(), parkedAt: 0 }
+        break
       }
     } catch (error) {
       this.#reportRefusal(error, ticket)
@@ -199,6 +241,8 @@ export class Governor {
     const idle = (pool?.idleCount ?? 0) + warm
     return {
       max: gate.max,
+      ceiling: gate.ceiling,
+      serverSaturation: gate.serverSaturation,
       total,
       idle,
       warm,
@@ -220,6 +264,7 @@ export class Governor {
     this.#pool = undefined
     this.#leaks?.stop()
     this.#gate.rejectAll(new GovernorError('POOL_CLOSED', 'the pool was closed while the query waited for a connection'))
+    this.#fleet?.stop()
     // pg-pool's end() waits for every client it lent; kept ones must go back first.
     this.#warm?.drain()
     await this.#canceller.end()
@@ -244,8 +289,12 @@ export class Governor {
   #settleRelease(lease: Lease, end: SessionEnd): void {
     const at = now()
     const warm = this.#warm
+    const pool = this.#pool
+    // Above the ceiling (borrowed past the fleet's fair share, or the server refused more): the slot goes back to the server.
+    const surplus = end === 'clean' && pool !== undefined && this.#gate.capped && this.#open > this.#gate.ceiling
+    if (surplus) lease.session.discard('above the connection ceiling: the slot goes back to the server')
     // Kept only when clean, and not while something waits in pg-pool's own queue.
-    const kept = end === 'clean' && warm !== undefined && this.#pool !== undefined && (this.#pool.waitingCount ?? 0) === 0 && warm.keep(lease.loan, at)
+    const kept = !surplus && end === 'clean' && warm !== undefined && pool !== undefined && (pool.waitingCount ?? 0) === 0 && warm.keep(lease.loan, at)
     if (!kept) lease.session.returnToPool()
     const heldMs = at - lease.checkedOutAt
     this.#gate.release(heldMs)
@@ -304,12 +353,26 @@ export class Governor {
     const connecting = pool.connect().then(
       (client) => {
         this.#breaker.recordSuccess()
+        const fresh = !this.#counted.has(client)
+        if (fresh) {
+          this.#counted.add(client)
+          this.#open++
+        }
+        // A new session proves room on the server (an idle one lent proves nothing); connects still under way may yet be refused.
+        if (fresh && gate.capped && gate.connected(this.#open)) {
+          this.#reportCapacity('raised', undefined)
+        }
         if (this.#pool) return client
         client.release()
         gate.abandon()
         throw new GovernorError('POOL_CLOSED', 'the pool was closed while the connection was opened')
       },
       (error: unknown) => {
+        if (isCapacityRefusal(error)) {
+          const wasCapped = gate.capped
+          gate.capacityRefused(this.#open)
+          this.#reportCapacity('refused', error, wasCapped)
+        }
         gate.abandon()
         if (isConnectionFailure(error)) this.#breaker.recordFailure()
         throw error
@@ -326,6 +389,38 @@ export class Governor {
       )
       return errorForStop(cause, { phase: 'waiting', budgetMs: ticket.deadline - ticket.startedAt, waitedMs: now() - ticket.startedAt, ranMs: 0 })
     }).promise
+  }
+
+  /**
+   * One internal statement on a pool connection, admitted as critical_plus
+   * with a short budget (the fleet's limits, when the control connection
+   * cannot be had). It shows in the query events like any other.
+   */
+  async #queryOnPool<R>(sql: string): Promise<R[]> {
+    const lease = await withQueryContext({ timeoutMs: 5_000, criticality: 'critical_plus' }, () => this.acquire())
+    try {
+      return (await withQueryContext({ timeoutMs: 5_000, criticality: 'critical_plus' }, () => lease.session.execute<R>(sql, []))).rows
+    } finally {
+      lease.release()
+    }
+  }
+
+  /**
+   * Whether a caller refused for capacity (53300) waits for a connection
+   * instead: a full server is not a failing one. It goes back to the gate's
+   * queue (critical first) for a connection this pool holds or for the next
+   * probe upward, within its budget. The refusal reaches the caller only when
+   * the pool holds no connection and the caller has no deadline (nothing
+   * would end the wait).
+   */
+  #waitsOutRefusal(error: unknown, ticket: AdmissionTicket, attempt: number): boolean {
+    if (!isCapacityRefusal(error) || !this.#pool || attempt >= MAX_CAPACITY_ATTEMPTS) return false
+    return (this.#pool.totalCount ?? 0) > 0 || ticket.deadline < Infinity
+  }
+
+  #reportCapacity(change: 'refused' | 'raised', error: unknown, wasCapped = true): void {
+    const { events } = this.#parts
+    if (events.has('capacity')) events.emit('capacity', { change, ceiling: this.#gate.ceiling, max: this.#gate.max, wasCapped, error })
   }
 
   /** A query event for work that never reached a statement: refused, expired or aborted while waiting. */

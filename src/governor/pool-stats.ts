@@ -12,6 +12,10 @@ import type { Criticality } from '../context/criticality.js'
 export interface PoolStats {
   /** The pool's `max`: connections the governor lets out at once. */
   readonly max: number
+  /** Connections the server lets this pool reach: `max`, unless a refusal for capacity (53300) capped it lower. */
+  readonly ceiling: number
+  /** The server's sampled saturation (busy application backends / usable slots); 0 unless `fleet.saturation` is on. */
+  readonly serverSaturation: number
   /** Connections pg-pool holds, idle or checked out. */
   readonly total: number
   /** Connections no query holds: idle in pg-pool, or kept warm by the governor (`warm`). */
@@ -26,7 +30,7 @@ export interface PoolStats {
   readonly waiting: number
   /** Callers in pg-pool's own queue: stays 0 unless something bypasses the governor. */
   readonly pgPoolWaiting: number
-  /** `(permits + waiting) / max`: what the shedding thresholds compare with. */
+  /** `(permits + waiting) / ceiling`: with `serverSaturation`, the larger of the two, what the shedding thresholds compare with. */
   readonly utilisation: number
   /** The most critical level refused by utilisation right now, if any. */
   readonly sheddingLevel: Criticality | undefined
@@ -40,6 +44,8 @@ export interface PoolStats {
 /** The stats of a pool not opened yet (or closed): nothing held, nothing waiting. */
 export const IDLE_POOL_STATS: PoolStats = Object.freeze({
   max: 0,
+  ceiling: 0,
+  serverSaturation: 0,
   total: 0,
   idle: 0,
   warm: 0,

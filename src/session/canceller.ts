@@ -107,6 +107,23 @@ export class Canceller {
     return this.#signal('kill', pid, secretKey)
   }
 
+  /**
+   * Runs one short read-only statement on the control connection (the
+   * fleet's server-limits check and saturation samples, issue 22), bounded by
+   * the control timeout. pg queues it on the one client, so a cancel batch
+   * waits behind it at most one such statement.
+   */
+  async query<R>(sql: string, parameters: readonly unknown[] = []): Promise<R[]> {
+    if (this.#ended) throw new Error('the control connection is closed')
+    const limitMs = this.#options.controlTimeoutMs
+    const result = await withTimeout(
+      this.#control().then((client) => client.query<R>(sql, parameters)),
+      limitMs,
+      () => new Error(`no answer within ${limitMs} ms`),
+    )
+    return result.rows
+  }
+
   async end(): Promise<void> {
     this.#ended = true
     const client = this.#client

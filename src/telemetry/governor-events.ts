@@ -4,6 +4,7 @@ import type { QueryPhase } from '../errors/query-phase.js'
 import type { ShedReason } from '../errors/load-shed-error.js'
 import type { CircuitState } from '../admission/circuit-breaker.js'
 import type { QueryContext } from '../context/query-context.js'
+import type { ServerLimitsEvent } from '../governor/server-limits.js'
 
 /**
  * How a governed query ended.
@@ -139,6 +140,46 @@ export interface LeakEvent {
 }
 
 /**
+ * Emitted when the server refused this pool a session for capacity (53300:
+ * the pool's ceiling drops to the connections it holds; callers wait for
+ * those, within their budgets) and when a later connect found room again
+ * (the ceiling rises; back at `max` it is no longer capped).
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('capacity', (event) => console.log(event.change, `${event.ceiling}/${event.max}`))
+ * ```
+ */
+export interface CapacityEvent {
+  readonly change: 'refused' | 'raised'
+  /** Connections the pool can count on now. */
+  readonly ceiling: number
+  /** The pool's max. */
+  readonly max: number
+  /** Whether the pool was already capped before this change. */
+  readonly wasCapped: boolean
+  /** The refusal, for `refused`. */
+  readonly error: unknown
+}
+
+/**
+ * Emitted at each saturation sample (`fleet.saturation`).
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('saturation', (event) => gauge.set(event.saturation))
+ * ```
+ */
+export interface SaturationEvent {
+  /** Busy application backends the sample counted. */
+  readonly busy: number
+  /** What full means: `fleet.saturation.capacity`, or the usable slots. */
+  readonly capacity: number
+  /** `busy / capacity`: admission sheds by it as by the pool's utilisation. */
+  readonly saturation: number
+}
+
+/**
  * The events and their payloads.
  *
  * @example
@@ -156,6 +197,9 @@ export interface GovernorEventMap {
   circuit: CircuitState
   leak: LeakEvent
   poolError: Error
+  capacity: CapacityEvent
+  serverLimits: ServerLimitsEvent
+  saturation: SaturationEvent
 }
 
 /**
@@ -188,6 +232,9 @@ export class GovernorEvents {
     circuit: [],
     leak: [],
     poolError: [],
+    capacity: [],
+    serverLimits: [],
+    saturation: [],
   }
 
   /** Adds a listener; returns a function that removes it. */

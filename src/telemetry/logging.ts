@@ -38,8 +38,9 @@ const MAX_SQL_LENGTH = 1_000
  * Writes the dialect's events as structured log lines: deadline exceeded and
  * shed (warn), cancel confirmed (debug) / unconfirmed (info) / failed (error),
  * circuit opened (error, once per outage; each probe is debug) / closed (info),
- * leak suspected (warn), slow query
- * (warn), pool error (error). Fields: queryId, pid, domain, criticality,
+ * leak suspected (warn), slow query (warn), pool error (error), server full
+ * and pool capped (warn) / back at its max (info), server limits (debug; warn
+ * when the fleet cannot fit). Fields: queryId, pid, domain, criticality,
  * budgetMs, waitedMs, ranMs, outcome, sqlState, and traceId/spanId when an
  * OpenTelemetry span was active. SQL text is logged with its placeholders;
  * parameter values never are: they can hold secrets.
@@ -96,6 +97,36 @@ export function attachLogger(events: GovernorEvents, logger: GovernorLogger, opt
     }),
     events.on('leak', (event) => logger.warn({ pid: event.pid, heldMs: round(event.heldMs), stack: event.stack }, 'connection leak suspected')),
     events.on('poolError', (error) => logger.error({ err: error }, 'pool error')),
+    events.on('capacity', (event) => {
+      // A capped pool refuses again at each failed probe: log the changes of state, not every refusal.
+      if (event.change === 'refused' && !event.wasCapped) {
+        logger.warn({ ceiling: event.ceiling, max: event.max, err: event.error }, 'server full: pool capped at the connections it holds, callers wait for them')
+      } else if (event.change === 'raised' && event.ceiling >= event.max) {
+        logger.info({ ceiling: event.ceiling, max: event.max }, 'server has room again: pool back at its max')
+      }
+    }),
+    events.on('serverLimits', (event) => {
+      const fields = {
+        maxConnections: event.maxConnections,
+        superuserReservedConnections: event.superuserReservedConnections,
+        reservedConnections: event.reservedConnections,
+        roleConnectionLimit: event.roleConnectionLimit,
+        databaseConnectionLimit: event.databaseConnectionLimit,
+        usableSlots: event.usableSlots,
+        limitedBy: event.limitedBy,
+        poolMax: event.poolMax,
+        expectedInstances: event.expectedInstances,
+        needed: event.needed,
+        suggestedPoolMax: event.suggestedPoolMax,
+      }
+      if (event.fits) logger.debug(fields, 'server connection limits')
+      else {
+        logger.warn(
+          fields,
+          `pool max ${event.poolMax} x ${event.expectedInstances} instances (+1 control connection each) needs ${event.needed} connections; the server has ${event.usableSlots} for this role: set max to ${event.suggestedPoolMax} or fewer`,
+        )
+      }
+    }),
   ]
   return () => {
     for (const off of offs) off()

@@ -63,6 +63,9 @@ export const METRIC_NAMES = Object.freeze({
   circuitState: 'pg_governor_circuit_state',
   leaks: 'pg_governor_leaks_total',
   poolErrors: 'pg_governor_pool_errors_total',
+  connectionCeiling: 'pg_governor_connection_ceiling',
+  serverSaturation: 'pg_governor_server_saturation',
+  capacityRefusals: 'pg_governor_capacity_refusals_total',
 })
 
 type Names = keyof typeof METRIC_NAMES
@@ -192,7 +195,7 @@ class MetricSet {
   readonly pools = new Map<string, GovernedPostgresDialect>()
   /** Query counts accumulated per pool since the last scrape. */
   readonly queryCells = new Set<QueryCells>()
-  readonly counters: Record<'timeouts' | 'queries' | 'cancels' | 'statementTimeoutSets' | 'sheds' | 'leaks' | 'poolErrors', Counter<string>>
+  readonly counters: Record<'timeouts' | 'queries' | 'cancels' | 'statementTimeoutSets' | 'sheds' | 'leaks' | 'poolErrors' | 'capacityRefusals', Counter<string>>
   readonly histograms: Record<'waitTime' | 'useTime' | 'createTime' | 'operationDuration' | 'cancelDuration', BatchedHistogram>
 
   constructor(registry: Registry) {
@@ -245,6 +248,12 @@ class MetricSet {
         for (const state of ['closed', 'half_open', 'open'] as const) g.set({ pool_name: poolName, state }, s.circuit === state ? 1 : 0)
       }
     })
+    gauge('connectionCeiling', 'Connections the server lets the pool reach: its max, or fewer after a refusal for capacity (53300).', ['pool_name'], (g) => {
+      for (const { poolName, stats: s } of stats()) g.set({ pool_name: poolName }, s.ceiling)
+    })
+    gauge('serverSaturation', 'Sampled busy application backends / usable slots (fleet.saturation); 0 when not sampled.', ['pool_name'], (g) => {
+      for (const { poolName, stats: s } of stats()) g.set({ pool_name: poolName }, s.serverSaturation)
+    })
     const counter = (name: Names, help: string, labelNames: string[]): Counter<string> => new Counter({ name: METRIC_NAMES[name], help, labelNames, registers })
     this.counters = {
       timeouts: counter('timeouts', 'Callers whose deadline passed while waiting for a connection (db.client.connection.timeouts).', ['pool_name']),
@@ -262,6 +271,7 @@ class MetricSet {
       sheds: counter('sheds', 'Queries refused by admission, by reason and criticality.', ['pool_name', 'reason', 'criticality']),
       leaks: counter('leaks', 'Connections held longer than the leak detection threshold.', ['pool_name']),
       poolErrors: counter('poolErrors', "Errors pg-pool reported on idle clients (server restarts, killed backends).", ['pool_name']),
+      capacityRefusals: counter('capacityRefusals', 'New sessions the server refused for capacity (53300); callers waited instead of failing.', ['pool_name']),
     }
     const histogram = (name: Names, help: string, labelNames: string[]): BatchedHistogram => new BatchedHistogram(METRIC_NAMES[name], help, labelNames, registers)
     this.histograms = {
@@ -310,7 +320,7 @@ export function registerPrometheusMetrics(dialect: GovernedPostgresDialect, opti
   const { counters, histograms } = set
   const pool = { pool_name: poolName }
   // Series start at zero, so that rate() and alerts see them before the first event.
-  for (const counter of [counters.timeouts, counters.leaks, counters.poolErrors]) counter.inc(pool, 0)
+  for (const counter of [counters.timeouts, counters.leaks, counters.poolErrors, counters.capacityRefusals]) counter.inc(pool, 0)
   for (const scope of ['session', 'local']) counters.statementTimeoutSets.inc({ pool_name: poolName, scope }, 0)
   for (const criticality of CRITICALITIES) {
     for (const reason of ['utilisation', 'queue', 'deadline', 'circuit_open']) counters.sheds.inc({ pool_name: poolName, reason, criticality }, 0)
@@ -352,6 +362,9 @@ export function registerPrometheusMetrics(dialect: GovernedPostgresDialect, opti
     events.on('shed', (event) => counters.sheds.inc({ pool_name: poolName, reason: event.reason, criticality: event.criticality })),
     events.on('leak', () => counters.leaks.inc(pool)),
     events.on('poolError', () => counters.poolErrors.inc(pool)),
+    events.on('capacity', (event) => {
+      if (event.change === 'refused') counters.capacityRefusals.inc(pool)
+    }),
   ]
   return {
     unregister() {

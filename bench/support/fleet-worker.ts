@@ -1,0 +1,116 @@
+/**
+ * One instance of bench/fleet.ts, in a process of its own. Reads its setup
+ * from the environment (FLEET_*), waits for the common start time, offers
+ * open-loop traffic and prints one JSON line with what its callers saw.
+ */
+import { Kysely, PostgresDialect, sql } from 'kysely'
+import pg from 'pg'
+import { GovernedPostgresDialect, LoadShedError, DeadlineExceededError, isCapacityRefusal, withQueryContext, type Criticality } from '../../src/index.js'
+import { isConnectionFailure } from '../../src/admission/circuit-breaker.js'
+import { fixedRateArrivals, seededRandom } from './open-loop.js'
+
+export type FleetSetup = 'kysely' | 'governed' | 'governed-saturation'
+
+/** What one instance reports. */
+export interface FleetWorkerReport {
+  readonly critical: { readonly ok: number; readonly total: number }
+  readonly sheddable: { readonly ok: number; readonly total: number }
+  /** Errors callers saw, by kind: connection (53300 and connect failures), shed, deadline, other. */
+  readonly errors: Record<'connection' | 'shed' | 'deadline' | 'other', number>
+  /** A few distinct messages of `other` and `connection` errors, for the log. */
+  readonly samples: readonly string[]
+  /** Why critical requests failed: kind (the shed reason for sheds) @ the half second of the run. */
+  readonly criticalFailures: Record<string, number>
+  /** Connections the pool held, each half second (pg-pool's totalCount), and the governor's ceiling. */
+  readonly held: readonly number[]
+  readonly ceilings: readonly number[]
+  /** When the server's limits were read, after the start (governed), and the fair share they gave. */
+  readonly limitsAfterMs?: number | undefined
+  readonly fairShare?: number | undefined
+  readonly durationS: number
+  readonly lagMaxMs: number
+}
+
+const env = (name: string): string => {
+  const value = process.env[name]
+  if (value === undefined) throw new Error(`fleet worker: ${name} is not set`)
+  return value
+}
+const setup = env('FLEET_SETUP') as FleetSetup
+const rate = Number(env('FLEET_RATE'))
+const seconds = Number(env('FLEET_SECONDS'))
+const deadlineMs = Number(env('FLEET_DEADLINE_MS'))
+const sleepS = Number(env('FLEET_SLEEP_MS')) / 1000
+const criticalPct = Number(env('FLEET_CRITICAL_PCT'))
+const pool = new pg.Pool({ connectionString: env('FLEET_URL'), max: Number(env('FLEET_POOL_MAX')), idleTimeoutMillis: Number(env('FLEET_IDLE_MS')), application_name: 'fleet bench' })
+// Kysely's PostgresDialect adds no 'error' listener; an idle client dropped at the end would crash the process.
+pool.on('error', () => {})
+const instances = Number(env('FLEET_INSTANCES'))
+const governed =
+  setup === 'kysely'
+    ? undefined
+    : new GovernedPostgresDialect({ pool, fleet: { expectedInstances: instances, saturation: setup === 'governed-saturation' ? { intervalMs: 500 } : false } })
+const db = new Kysely<any>({ dialect: governed ?? new PostgresDialect({ pool }) })
+let limitsAtMs: number | undefined
+let fairShare: number | undefined
+governed?.events.on('serverLimits', (event) => {
+  limitsAtMs = performance.now()
+  fairShare = event.fits ? undefined : event.suggestedPoolMax
+})
+
+const report = {
+  critical: { ok: 0, total: 0 },
+  sheddable: { ok: 0, total: 0 },
+  errors: { connection: 0, shed: 0, deadline: 0, other: 0 },
+  samples: [] as string[],
+  criticalFailures: {} as Record<string, number>,
+  held: [] as number[],
+  ceilings: [] as number[],
+}
+
+function classify(error: unknown): keyof FleetWorkerReport['errors'] {
+  if (error instanceof LoadShedError) return 'shed'
+  if (isCapacityRefusal(error) || isConnectionFailure(error)) return 'connection'
+  if (error instanceof DeadlineExceededError) return 'deadline'
+  const name = (error as { name?: unknown } | null)?.name
+  if (name === 'TimeoutError' || name === 'AbortError') return 'deadline'
+  return 'other'
+}
+
+async function request(criticality: Criticality): Promise<void> {
+  const bucket = criticality === 'critical' ? report.critical : report.sheddable
+  bucket.total++
+  const statement = sql`select pg_sleep(${sleepS})`
+  try {
+    if (setup === 'kysely') await statement.execute(db, { signal: AbortSignal.timeout(deadlineMs) })
+    else await withQueryContext({ timeoutMs: deadlineMs, criticality }, () => statement.execute(db))
+    bucket.ok++
+  } catch (error) {
+    const kind = classify(error)
+    report.errors[kind]++
+    if (criticality === 'critical') {
+      const key = `${error instanceof LoadShedError ? `shed:${error.reason}` : kind}@${Math.floor((performance.now() - began) / 500) / 2}s`
+      report.criticalFailures[key] = (report.criticalFailures[key] ?? 0) + 1
+    }
+    const message = `${kind}: ${(error as { code?: string }).code ?? ''} ${error instanceof Error ? error.message : String(error)}`.slice(0, 160)
+    if ((kind === 'other' || kind === 'connection') && report.samples.length < 3 && !report.samples.includes(message)) report.samples.push(message)
+  }
+}
+
+const startAt = Number(env('FLEET_START_AT'))
+await new Promise((resolve) => setTimeout(resolve, Math.max(0, startAt - Date.now())))
+const random = seededRandom(Number(env('FLEET_SEED')))
+const pending: Promise<void>[] = []
+const began = performance.now()
+const tracer = setInterval(() => {
+  report.held.push(pool.totalCount)
+  if (governed) report.ceilings.push(governed.poolStats().ceiling)
+}, 500)
+const loop = await fixedRateArrivals(rate, rate * seconds, () => {
+  pending.push(request(random() * 100 < criticalPct ? 'critical' : 'sheddable'))
+})
+await Promise.all(pending)
+clearInterval(tracer)
+const out: FleetWorkerReport = { ...report, limitsAfterMs: limitsAtMs === undefined ? undefined : Math.round(limitsAtMs - began), fairShare, durationS: (performance.now() - began) / 1000, lagMaxMs: loop.lagMaxMs }
+process.stdout.write(`${JSON.stringify(out)}\n`)
+await db.destroy()
