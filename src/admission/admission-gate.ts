@@ -1,74 +1,20 @@
-import { CRITICALITIES, type Criticality } from '../context/criticality.js'
-import { BudgetWatch } from '../context/budget-watch.js'
+import { CRITICALITIES } from '../context/criticality.js'
 import { now } from '../context/monotonic-clock.js'
-import type { QueryContext } from '../context/query-context.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { LoadShedError } from '../errors/load-shed-error.js'
-import { errorForStop, type StopCause } from '../errors/stop-error.js'
 import type { ResolvedAdmissionPolicy } from './admission-policy.js'
 import { CapacityCeiling } from './capacity-ceiling.js'
 import type { CircuitBreaker } from './circuit-breaker.js'
 import type { LoadEstimator } from './load-estimator.js'
-import { WaiterHeap, type HeapEntry } from './waiter-heap.js'
+import { Waiter, type AdmissionTicket } from './waiter.js'
+import { WaiterHeap } from './waiter-heap.js'
 
-/** What a caller asks of the gate on the slow path. */
-export interface AdmissionTicket {
-  /** Criticality rank, 0 highest (critical_plus). */
-  readonly rank: number
-  readonly criticality: Criticality
-  /** Monotonic deadline, Infinity for none. */
-  readonly deadline: number
-  /** When the budget started, to report it on expiry. */
-  readonly startedAt: number
-  readonly context: QueryContext | undefined
-  /** Kysely's per-query `execute({ signal })`, when given. */
-  readonly signal: AbortSignal | undefined
-}
+export type { AdmissionTicket } from './waiter.js'
 
 /** Ranks at or above this one may use the reserve. */
 const LOWEST_RESERVE_RANK = 1
 /** Below this, a retry-after hint says nothing useful. */
 const MIN_RETRY_AFTER_MS = 50
-
-let nextSeq = 0
-
-class Waiter extends BudgetWatch implements HeapEntry {
-  heapIndex = -1
-  readonly seq = nextSeq++
-  readonly rank: number
-  readonly enqueuedAt = now()
-  readonly #gate: AdmissionGate
-  readonly #ticket: AdmissionTicket
-  readonly #resolve: () => void
-  readonly #reject: (error: Error) => void
-
-  constructor(gate: AdmissionGate, ticket: AdmissionTicket, resolve: () => void, reject: (error: Error) => void) {
-    super(ticket)
-    this.#gate = gate
-    this.#ticket = ticket
-    this.rank = ticket.rank
-    this.#resolve = resolve
-    this.#reject = reject
-    this.watch()
-  }
-
-  grant(): void {
-    this.unwatch()
-    this.#resolve()
-  }
-
-  fail(error: Error): void {
-    this.unwatch()
-    this.#reject(error)
-  }
-
-  protected onStop(cause: StopCause): void {
-    if (!this.#gate.withdraw(this)) return
-    this.#reject(
-      errorForStop(cause, { phase: 'waiting', budgetMs: this.deadline - this.#ticket.startedAt, waitedMs: now() - this.enqueuedAt, ranMs: 0 }),
-    )
-  }
-}
 
 /**
  * Admission in front of pg-pool: at most `max` connections are out; when one
