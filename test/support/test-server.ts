@@ -1,8 +1,8 @@
 import { mkdtempSync, chmodSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { withTimeout } from '../../src/context/with-timeout.js'
+import { freePort } from './free-port.js'
 
 /** The image testcontainers starts when `PG_TEST_IMAGE` does not name another. */
 export const DEFAULT_TEST_IMAGE = 'postgres:18-alpine'
@@ -150,18 +150,4 @@ export async function startEmbeddedServer(extraFlags: readonly string[] = []): P
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer()
-    probe.unref()
-    probe.on('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address()
-      probe.close(() => {
-        if (address && typeof address === 'object') resolve(address.port)
-        else reject(new Error('could not find a free port'))
-      })
-    })
-  })
-}
 
