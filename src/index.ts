@@ -76,3 +76,8 @@ export {
 } from './http/request-timeout.js'
 export { createMetricsHandler, renderMetrics, metricsResponse, type MetricsRegistry, type MetricsResponse, type MetricsHandlerOptions } from './http/metrics-endpoint.js'
 export { attachLogger, type GovernorLogger, type LoggingOptions } from './telemetry/logging.js'
+export type { RetryOptions } from './retry/retry-options.js'
+export type { RetryBudgetOptions } from './retry/retry-budget.js'
+export type { RetryEvent } from './retry/connect-retries.js'
+export type { RetryReason, RetrySafety } from './retry/retry-policy.js'
+export { attemptsOf } from './retry/retry-attempts.js'

@@ -12,7 +12,7 @@ import type { RetrySettings } from './retry-options.js'
  */
 export type RetryDecision =
   | { readonly retry: true; readonly delayMs: number }
-  | { readonly retry: false; readonly why: 'unsafe' | 'attempts' | 'budget' | 'deadline' }
+  | { readonly retry: false; readonly why: 'unsafe' | 'attempts' | 'budget' | 'deadline' | 'circuit_open' }
 
 /**
  * What {@link planRetry} decides from: the failure's verdict and the state of the caller and the pool.
