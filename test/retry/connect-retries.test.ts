@@ -1,7 +1,9 @@
 import { Kysely, sql } from 'kysely'
 import pg from 'pg'
+import { Registry } from 'prom-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { attemptsOf, GovernedPostgresDialect, withQueryContext, type RetryEvent, type RetryOptions } from '../../src/index.js'
+import { METRIC_NAMES, registerPrometheusMetrics } from '../../src/telemetry/prometheus-metrics.js'
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
 import { useTestDatabase } from '../support/test-database.js'
 
@@ -17,12 +19,14 @@ describe('retries of never-sent work stay within the pool budget when the server
   afterEach(() => proxy.close())
 
   /** Offers REQUESTS queries, 4 at a time, to a server whose address resets every connection; counts the connects that reached it. */
-  async function offer(retry: RetryOptions | false): Promise<{ attempts: number; errors: unknown[]; events: RetryEvent[] }> {
+  async function offer(retry: RetryOptions | false): Promise<{ attempts: number; errors: unknown[]; events: RetryEvent[]; registry: Registry }> {
     // The breaker is off so that the budget alone bounds the attempts.
     const pool = new pg.Pool({ connectionString: proxy.url, max: 4 })
     const dialect = new GovernedPostgresDialect({ pool, retry, circuitBreaker: { failureThreshold: 0 }, warmConnections: false, controlConnection: { eager: false } })
     const events: RetryEvent[] = []
     dialect.events.on('retry', (event) => events.push(event))
+    const registry = new Registry()
+    registerPrometheusMetrics(dialect, { registry, poolName: 'down' })
     const db = new Kysely<any>({ dialect })
     const errors: unknown[] = []
     try {
@@ -32,7 +36,7 @@ describe('retries of never-sent work stay within the pool budget when the server
         const batch = [0, 1, 2, 3].map(() => withQueryContext({ timeoutMs: 2_000 }, () => sql`select 1`.execute(db)).then(() => undefined, (error: unknown) => error))
         errors.push(...(await Promise.all(batch)))
       }
-      return { attempts: proxy.accepted - before, errors, events }
+      return { attempts: proxy.accepted - before, errors, events, registry }
     } finally {
       await db.destroy()
     }
@@ -52,6 +56,9 @@ describe('retries of never-sent work stay within the pool budget when the server
     expect(retried).toBe(4)
     expect(budgeted.attempts).toBeLessThanOrEqual(REQUESTS + 5)
     expect(budgeted.attempts).toBeGreaterThan(REQUESTS)
+    const counted = (await budgeted.registry.getMetricsAsJSON()).find((m) => m.name === METRIC_NAMES.retries)?.values ?? []
+    expect(counted.find((v) => v.labels['reason'] === 'connect_failed' && v.labels['outcome'] === 'retried')?.value).toBe(4)
+    expect(counted.find((v) => v.labels['outcome'] === 'budget')?.value).toBeGreaterThan(30)
     // The error that reaches the caller says how many attempts it had.
     expect(Math.max(...budgeted.errors.map(attemptsOf))).toBeGreaterThan(1)
   }, 60_000)
