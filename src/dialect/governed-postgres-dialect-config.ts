@@ -9,6 +9,7 @@ import type { PgClientConstructor, PgCursorConstructor, PgPool } from '../sessio
 import type { PoolerMode } from '../session/session-strategy.js'
 import type { WarmConnectionsOptions } from '../governor/warm-connections.js'
 import type { FleetOptions } from '../governor/fleet-options.js'
+import type { RetryOptions } from '../retry/retry-options.js'
 
 /**
  * Options of {@link GovernedPostgresDialect}: Kysely's `PostgresDialectConfig`
@@ -89,6 +90,8 @@ export interface GovernedPostgresDialectConfig {
    * connection. See the README, "Many instances".
    */
   readonly fleet?: FleetOptions | undefined
+  /** Retries of work that never reached the server (a failed connect), deadline-bound and budgeted per pool; `false`: none. */
+  readonly retry?: RetryOptions | false | undefined
   /** The statement_timeout steps in milliseconds, strictly increasing. */
   readonly statementTimeoutLadderMs?: readonly number[] | undefined
   /** The dedicated connection that sends `pg_cancel_backend`. */

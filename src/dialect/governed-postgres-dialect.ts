@@ -21,6 +21,7 @@ import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { WarmConnections, type WarmConnectionsSettings } from '../governor/warm-connections.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
 import { resolveFleetOptions, type ResolvedFleetOptions } from '../governor/fleet-options.js'
+import { resolveRetryOptions, type RetrySettings } from '../retry/retry-options.js'
 import { GovernedDriver } from './governed-driver.js'
 import { sessionStrategyFor } from '../session/session-strategy.js'
 import type { PoolStats } from '../governor/pool-stats.js'
@@ -56,6 +57,7 @@ export class GovernedPostgresDialect implements Dialect {
   readonly #admission: ResolvedAdmissionPolicy
   readonly #warm: WarmConnectionsSettings | undefined
   readonly #fleet: ResolvedFleetOptions
+  readonly #retry: RetrySettings
   readonly #drivers: GovernedDriver[] = []
   /** Policies by domain; change them at runtime with `set` and `delete`. */
   readonly policies: PolicyRegistry
@@ -85,6 +87,7 @@ export class GovernedPostgresDialect implements Dialect {
     if (config.leakDetectionThresholdMs !== undefined) new LeakDetector(config.leakDetectionThresholdMs, this.events).stop()
     this.#warm = WarmConnections.resolve(config.warmConnections)
     this.#fleet = resolveFleetOptions(config.fleet)
+    this.#retry = resolveRetryOptions(config.retry)
     if (config.sqlComment !== undefined && typeof config.sqlComment !== 'boolean') {
       throw new InvalidOptionError('sqlComment', `must be a boolean; got ${String(config.sqlComment)}`)
     }
@@ -107,6 +110,7 @@ export class GovernedPostgresDialect implements Dialect {
       warm: this.#warm,
       circuitBreaker: config.circuitBreaker,
       fleet: this.#fleet,
+      retry: this.#retry,
       leakDetectionThresholdMs: config.leakDetectionThresholdMs,
       cursor: config.cursor,
       sqlComment: config.sqlComment,

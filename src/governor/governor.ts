@@ -16,6 +16,8 @@ import { LoadShedError } from '../errors/load-shed-error.js'
 import { QueryCanceledError } from '../errors/query-canceled-error.js'
 import type { QueryPhase } from '../errors/query-phase.js'
 import { errorForStop } from '../errors/stop-error.js'
+import { ConnectRetries } from '../retry/connect-retries.js'
+import { resolveRetryOptions, type RetrySettings } from '../retry/retry-options.js'
 import { Canceller, controlClientFactory } from '../session/canceller.js'
 import { GovernedSession, type SessionEnd, type SessionServices } from '../session/governed-session.js'
 import type { PgClientConstructor, PgCursorConstructor, PgPool, PgPoolClient } from '../session/pg-types.js'
@@ -52,6 +54,8 @@ export interface GovernorParts {
   /** Makes the control connection; the pool's own `Client` by default. */
   readonly controlClient?: PgClientConstructor | undefined
   readonly controlConnection?: ControlConnectionOptions | undefined
+  /** Validated `retry` options; the defaults when absent. */
+  readonly retry?: RetrySettings | undefined
 }
 
 /**
@@ -103,6 +107,7 @@ export class Governor {
   readonly #leaks: LeakDetector | undefined
   readonly #onRelease = (lease: Lease): void => this.#released(lease)
   readonly #fleet: FleetWatch | undefined
+  readonly #retries: ConnectRetries
   /**
    * Sessions the server has given this pool and not yet taken back: counted
    * when pg-pool lends a client we have not seen, uncounted on pg-pool's
@@ -118,6 +123,7 @@ export class Governor {
     const { events } = parts
     this.#breaker = new CircuitBreaker(parts.circuitBreaker, (state) => events.emit('circuit', state))
     this.#gate = new AdmissionGate(poolMax(pool), parts.admission, this.#estimator, this.#breaker)
+    this.#retries = new ConnectRetries(parts.retry ?? resolveRetryOptions(undefined), (event) => events.emit('retry', event))
     this.#leaks = parts.leakDetectionThresholdMs === undefined ? undefined : new LeakDetector(parts.leakDetectionThresholdMs, events)
     // An unhandled 'error' from an idle client would crash the process (a server restart does that).
     pool.on?.('error', (error) => events.emit('poolError', error))
@@ -198,6 +204,8 @@ export class Governor {
     try {
       if (!admitted) await this.#admit(ticket)
       // A permit freed by a release usually comes with that session, kept warm.
+      // `attempt` counts turns of this loop (capacity waits included); `tries` the connects that failed for a retryable reason.
+      let tries = 0
       for (let attempt = 1; ; attempt++) {
         loan = this.#warm?.take()
         // A caller admitted as the breaker's probe but served by a kept session proves nothing: let the next one probe.
@@ -211,7 +219,8 @@ export class Governor {
         try {
           client = await this.#lendWithin(pool, ticket)
         } catch (error) {
-          if (!this.#waitsOutRefusal(error, ticket, attempt)) throw error
+          // Never-sent work (a failed connect) goes again within the deadline and the pool's retry budget, or throws here.
+          if (!this.#waitsOutRefusal(error, ticket, attempt)) await this.#retries.afterConnectFailure(error, ticket, ++tries, this.#breaker.state !== 'closed')
           await this.#admit(ticket)
           continue
         }
@@ -272,6 +281,7 @@ export class Governor {
   }
 
   #lease(loan: Loan<GovernedSession>, fresh: boolean, observed: boolean, startedAt: number, createMs: number | undefined, ticket: AdmissionTicket | undefined): Lease {
+    this.#retries.succeeded()
     const lease = new Lease(loan, now(), fresh, this.#onRelease)
     this.#leaks?.checkedOut(lease, loan.session.pid)
     if (observed) this.#parts.events.emit('acquire', { waitedMs: lease.checkedOutAt - startedAt, createMs, criticality: ticket?.criticality })
@@ -324,7 +334,14 @@ export class Governor {
 
   async #admit(ticket: AdmissionTicket): Promise<void> {
     try {
-      await this.#gate.acquire(ticket)
+      // With `retry.waitForRecovery`, a refusal by the open breaker waits for its probe while the deadline allows.
+      while (true) {
+        try {
+          return await this.#gate.acquire(ticket)
+        } catch (error) {
+          if (!(await this.#retries.waitsForRecovery(error, ticket))) throw error
+        }
+      }
     } catch (error) {
       const { events } = this.#parts
       if (error instanceof LoadShedError && events.has('shed')) {

@@ -1,3 +1,4 @@
+import type { RetryEvent } from '../retry/connect-retries.js'
 import type { Criticality } from '../context/criticality.js'
 import type { CancelOutcome } from '../session/canceller.js'
 import type { QueryPhase } from '../errors/query-phase.js'
@@ -200,6 +201,7 @@ export interface GovernorEventMap {
   capacity: CapacityEvent
   serverLimits: ServerLimitsEvent
   saturation: SaturationEvent
+  retry: RetryEvent
 }
 
 /**
@@ -235,6 +237,7 @@ export class GovernorEvents {
     capacity: [],
     serverLimits: [],
     saturation: [],
+    retry: [],
   }
 
   /** Adds a listener; returns a function that removes it. */

@@ -66,6 +66,7 @@ export const METRIC_NAMES = Object.freeze({
   connectionCeiling: 'pg_governor_connection_ceiling',
   serverSaturation: 'pg_governor_server_saturation',
   capacityRefusals: 'pg_governor_capacity_refusals_total',
+  retries: 'pg_governor_retries_total',
 })
 
 type Names = keyof typeof METRIC_NAMES
@@ -195,7 +196,7 @@ class MetricSet {
   readonly pools = new Map<string, GovernedPostgresDialect>()
   /** Query counts accumulated per pool since the last scrape. */
   readonly queryCells = new Set<QueryCells>()
-  readonly counters: Record<'timeouts' | 'queries' | 'cancels' | 'statementTimeoutSets' | 'sheds' | 'leaks' | 'poolErrors' | 'capacityRefusals', Counter<string>>
+  readonly counters: Record<'timeouts' | 'queries' | 'cancels' | 'statementTimeoutSets' | 'sheds' | 'leaks' | 'poolErrors' | 'capacityRefusals' | 'retries', Counter<string>>
   readonly histograms: Record<'waitTime' | 'useTime' | 'createTime' | 'operationDuration' | 'cancelDuration', BatchedHistogram>
 
   constructor(registry: Registry) {
@@ -272,6 +273,11 @@ class MetricSet {
       leaks: counter('leaks', 'Connections held longer than the leak detection threshold.', ['pool_name']),
       poolErrors: counter('poolErrors', "Errors pg-pool reported on idle clients (server restarts, killed backends).", ['pool_name']),
       capacityRefusals: counter('capacityRefusals', 'New sessions the server refused for capacity (53300); callers waited instead of failing.', ['pool_name']),
+      retries: counter(
+        'retries',
+        'Retry decisions after a retryable failure, by reason (connect_failed, cannot_connect_now, ...) and outcome (retried, waited, budget, deadline, attempts, circuit_open).',
+        ['pool_name', 'reason', 'outcome'],
+      ),
     }
     const histogram = (name: Names, help: string, labelNames: string[]): BatchedHistogram => new BatchedHistogram(METRIC_NAMES[name], help, labelNames, registers)
     this.histograms = {
@@ -365,6 +371,7 @@ export function registerPrometheusMetrics(dialect: GovernedPostgresDialect, opti
     events.on('capacity', (event) => {
       if (event.change === 'refused') counters.capacityRefusals.inc(pool)
     }),
+    events.on('retry', (event) => counters.retries.inc({ pool_name: poolName, reason: event.reason, outcome: event.outcome })),
   ]
   return {
     unregister() {

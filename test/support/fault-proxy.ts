@@ -47,6 +47,8 @@ export interface FaultProxy {
   clear(): void
   /** Connections currently open through the proxy. */
   readonly connections: number
+  /** Connections accepted since the start, refused and blackholed ones included: the attempts that reached the server's address. */
+  readonly accepted: number
   close(): Promise<void>
 }
 
@@ -142,8 +144,10 @@ export async function startFaultProxy(url: string, options: { readonly random?: 
   const timers = new Set<NodeJS.Timeout>()
   let mode: ProxyMode = 'forward'
   let refuseUntil = 0
+  let accepted = 0
 
   const server: Server = createServer((client) => {
+    accepted++
     client.on('error', () => client.destroy())
     if (performance.now() < refuseUntil) {
       client.resetAndDestroy()
@@ -204,6 +208,9 @@ export async function startFaultProxy(url: string, options: { readonly random?: 
     },
     get connections() {
       return pairs.size
+    },
+    get accepted() {
+      return accepted
     },
     toxics(direction, toxics) {
       Object.assign(state.toxics[direction], toxics)

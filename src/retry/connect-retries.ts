@@ -1,0 +1,125 @@
+import { BudgetRace } from '../context/budget-race.js'
+import type { WatchedBudget } from '../context/budget-watch.js'
+import { now } from '../context/monotonic-clock.js'
+import { LoadShedError } from '../errors/load-shed-error.js'
+import { errorForStop } from '../errors/stop-error.js'
+import { markAttempts } from './retry-attempts.js'
+import { RetryBudget } from './retry-budget.js'
+import type { RetrySettings } from './retry-options.js'
+import { planRetry, type RetryDecision } from './retry-plan.js'
+import { classifyFailure, type RetryReason } from './retry-policy.js'
+
+/** A caller's budget as the governor's ticket carries it. */
+export interface RetryTicket extends WatchedBudget {
+  readonly startedAt: number
+}
+
+/**
+ * What one retry decision of the acquire path was, for the `retry` event and
+ * the `pg_governor_retries_total{reason, outcome}` counter. `retried`: another
+ * attempt follows after a backoff; `waited`: the caller waits for the open
+ * breaker's probe (`waitForRecovery`); otherwise why no attempt follows
+ * (`circuit_open`: the breaker opened and would refuse the retry).
+ *
+ * @example
+ * ```ts
+ * dialect.events.on('retry', (event: RetryEvent) => console.log(event.reason, event.outcome, event.attempt))
+ * ```
+ */
+export interface RetryEvent {
+  readonly reason: RetryReason
+  readonly outcome: 'retried' | 'waited' | 'attempts' | 'budget' | 'deadline' | 'circuit_open'
+  /** Attempts made so far, the failed one included. */
+  readonly attempt: number
+  readonly delayMs: number | undefined
+  /** Tokens left in the pool's budget after this failure. */
+  readonly budgetTokens: number
+}
+
+/**
+ * The retries of the governor's acquire path, for work that never reached
+ * the server: a connect that failed (57P03 during a restart, a refused or
+ * dropped connection). One per pool, with the pool's {@link RetryBudget}.
+ * Also, when `waitForRecovery` is on, the wait of a caller refused by an
+ * open breaker for the breaker's probe, within its deadline.
+ *
+ * @example
+ * ```ts
+ * const retries = new ConnectRetries(resolveRetryOptions({}), (event) => events.emit('retry', event))
+ * await retries.afterConnectFailure(error, ticket, 1) // resolves after the backoff, or throws `error`
+ * ```
+ */
+export class ConnectRetries {
+  readonly #settings: RetrySettings
+  readonly #budget: RetryBudget
+  readonly #report: ((event: RetryEvent) => void) | undefined
+
+  constructor(settings: RetrySettings, report?: (event: RetryEvent) => void) {
+    this.#settings = settings
+    this.#budget = new RetryBudget(settings.budget)
+    this.#report = report
+  }
+
+  get budget(): RetryBudget {
+    return this.#budget
+  }
+
+  /** A connection was had: the budget gets its share back. */
+  succeeded(): void {
+    this.#budget.succeeded()
+  }
+
+  /**
+   * After the `attempts`-th connect failed: resolves once the backoff is over
+   * when another attempt may go; otherwise throws `error`, marked with the
+   * attempts made. A deadline or abort during the backoff rejects at once.
+   */
+  async afterConnectFailure(error: unknown, ticket: RetryTicket, attempts: number, circuitOpen: boolean): Promise<void> {
+    const verdict = classifyFailure(error, { stage: 'connect' })
+    if (verdict.safety !== 'always' || verdict.reason === undefined) throw markAttempts(error, attempts)
+    const budgetAllows = this.#budget.failed()
+    const planned = planRetry({ verdict, optedIn: false, attempts, now: now(), deadline: ticket.deadline, budgetAllows }, this.#settings)
+    // An open breaker would refuse the retry at admission: the caller gets its connect error rather than a LOAD_SHED.
+    const decision: RetryDecision = planned.retry && circuitOpen && !this.#settings.waitForRecovery ? { retry: false, why: 'circuit_open' } : planned
+    // The breaker is open: going back to admission sends nothing, it waits for the breaker's probe (one attempt for all
+    // the waiters) while the deadline lasts, even when the budget is empty: the breaker, not this caller, paces the attempts.
+    const waits = !decision.retry && decision.why !== 'deadline' && circuitOpen && this.#settings.waitForRecovery && ticket.deadline < Infinity
+    this.#report?.({
+      reason: verdict.reason,
+      outcome: decision.retry ? 'retried' : waits ? 'waited' : decision.why === 'unsafe' ? 'attempts' : decision.why,
+      attempt: attempts,
+      delayMs: decision.retry ? decision.delayMs : undefined,
+      budgetTokens: this.#budget.tokens,
+    })
+    if (waits) return
+    if (!decision.retry) throw markAttempts(error, attempts)
+    if (decision.delayMs > 0) await sleepWithin(decision.delayMs, ticket)
+  }
+
+  /**
+   * Whether a caller refused by an open breaker waits for its probe and asks
+   * again: only with `waitForRecovery`, a deadline, and the probe due before
+   * it. Resolves true after the wait (jittered, so that waiters do not come
+   * back together); false when the refusal stands.
+   */
+  async waitsForRecovery(error: unknown, ticket: RetryTicket): Promise<boolean> {
+    if (!this.#settings.waitForRecovery || !(error instanceof LoadShedError) || error.reason !== 'circuit_open') return false
+    const waitMs = error.retryAfterMs * (1 + Math.random() / 2)
+    if (now() + waitMs >= ticket.deadline) return false
+    await sleepWithin(waitMs, ticket)
+    return true
+  }
+}
+
+/** Sleeps `ms`, or rejects at the caller's deadline or abort, whichever comes first. */
+function sleepWithin(ms: number, ticket: RetryTicket): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const slept = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms)
+  })
+  const race = new BudgetRace(slept, ticket, (cause) => {
+    clearTimeout(timer)
+    return errorForStop(cause, { phase: 'waiting', budgetMs: ticket.deadline - ticket.startedAt, waitedMs: now() - ticket.startedAt, ranMs: 0 })
+  })
+  return race.promise
+}
