@@ -10,7 +10,8 @@ import {
   type TransactionSettings,
 } from 'kysely'
 import { GovernorError } from '../errors/governor-error.js'
-import { Governor, type GovernorParts } from '../governor/governor.js'
+import { Governor } from '../governor/governor.js'
+import type { GovernorParts } from '../governor/governor-parts.js'
 import { IDLE_POOL_STATS, type PoolStats } from '../governor/pool-stats.js'
 import { GovernedConnection, leaseOfConnection } from './governed-connection.js'
 import type { GovernedPostgresDialectConfig } from './governed-postgres-dialect-config.js'

@@ -1,4 +1,4 @@
-import type { ControlConnectionOptions } from '../governor/governor.js'
+import type { ControlConnectionOptions } from '../governor/governor-parts.js'
 import type { AbortableOperationOptions, DatabaseConnection } from 'kysely'
 import type { AdmissionOptions } from '../admission/admission-policy.js'
 import type { CircuitBreakerOptions } from '../admission/circuit-breaker.js'

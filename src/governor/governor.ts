@@ -1,81 +1,33 @@
 import { AdmissionGate, type AdmissionTicket } from '../admission/admission-gate.js'
-import type { ResolvedAdmissionPolicy } from '../admission/admission-policy.js'
 import { isCapacityRefusal } from '../admission/capacity-ceiling.js'
-import { CircuitBreaker, isConnectionFailure, type CircuitBreakerOptions } from '../admission/circuit-breaker.js'
+import { CircuitBreaker, isConnectionFailure } from '../admission/circuit-breaker.js'
 import { LoadEstimator } from '../admission/load-estimator.js'
 import { BudgetRace } from '../context/budget-race.js'
 import { criticalityRank } from '../context/criticality.js'
 import { now } from '../context/monotonic-clock.js'
-import type { PolicyRegistry } from '../context/policy-registry.js'
 import { currentBudget, currentRank, refusalToStart } from '../context/query-budget.js'
 import { withQueryContext } from '../context/query-context.js'
-import { DeadlineExceededError } from '../errors/deadline-exceeded-error.js'
 import { GovernorError } from '../errors/governor-error.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { LoadShedError } from '../errors/load-shed-error.js'
-import { QueryCanceledError } from '../errors/query-canceled-error.js'
-import type { QueryPhase } from '../errors/query-phase.js'
 import { errorForStop } from '../errors/stop-error.js'
 import { ConnectRetries } from '../retry/connect-retries.js'
-import { resolveRetryOptions, type RetrySettings } from '../retry/retry-options.js'
+import { resolveRetryOptions } from '../retry/retry-options.js'
 import { Canceller, controlClientFactory } from '../session/canceller.js'
 import { GovernedSession, type SessionEnd, type SessionServices } from '../session/governed-session.js'
-import type { PgClientConstructor, PgCursorConstructor, PgPool, PgPoolClient } from '../session/pg-types.js'
-import { sessionStrategyFor, type PoolerMode } from '../session/session-strategy.js'
-import type { StatementTimeoutLadder } from '../session/statement-timeout-ladder.js'
-import type { GovernorEvents } from '../telemetry/governor-events.js'
+import type { PgPool, PgPoolClient } from '../session/pg-types.js'
+import { sessionStrategyFor } from '../session/session-strategy.js'
 import { FleetWatch } from './fleet-watch.js'
-import type { ResolvedFleetOptions } from './fleet-options.js'
 import { LeakDetector } from './leak-detector.js'
+import type { GovernorParts } from './governor-parts.js'
 import { Lease } from './lease.js'
+import { reportRefusal } from './refusal-event.js'
 import type { PoolStats } from './pool-stats.js'
 import { poolMax } from './pool-max.js'
 import { WarmConnections, type Loan, type WarmConnectionsSettings } from './warm-connections.js'
 
 /** Connect attempts refused for capacity that one caller sits out before it gets the refusal (its budget usually ends the wait first). */
 const MAX_CAPACITY_ATTEMPTS = 100
-
-/** Everything a governor is built from; validated by whoever builds it (the dialect). */
-export interface GovernorParts {
-  readonly policies: PolicyRegistry
-  readonly ladder: StatementTimeoutLadder
-  readonly events: GovernorEvents
-  readonly admission: ResolvedAdmissionPolicy
-  /** Validated `warmConnections`; undefined when keeping is off. */
-  readonly warm: WarmConnectionsSettings | undefined
-  readonly circuitBreaker?: CircuitBreakerOptions | undefined
-  /** Validated `fleet` options: the server limits check and saturation sampling. */
-  readonly fleet?: ResolvedFleetOptions | undefined
-  readonly leakDetectionThresholdMs?: number | undefined
-  readonly cursor?: PgCursorConstructor | undefined
-  readonly sqlComment?: boolean | undefined
-  /** What sits between the pool and Postgres; picks the sessions' timeout carrier and cancel (session-strategy.ts). */
-  readonly pooler?: PoolerMode | undefined
-  /** Makes the control connection; the pool's own `Client` by default. */
-  readonly controlClient?: PgClientConstructor | undefined
-  readonly controlConnection?: ControlConnectionOptions | undefined
-  /** Validated `retry` options; the defaults when absent. */
-  readonly retry?: RetrySettings | undefined
-}
-
-/**
- * The dedicated connection that sends `pg_cancel_backend`.
- *
- * @example
- * ```ts
- * const controlConnection: ControlConnectionOptions = { config: { user: 'governor_control' }, timeoutMs: 500 }
- * ```
- */
-export interface ControlConnectionOptions {
-  /** pg Client options merged over the pool's (for example a role with pg_signal_backend). */
-  readonly config?: object | undefined
-  /** Open it at the first query rather than at the first cancel. Default true. */
-  readonly eager?: boolean | undefined
-  /** A control query slower than this falls back to a protocol cancel. Default 1000 ms. */
-  readonly timeoutMs?: number | undefined
-  /** After it failed to open, go straight to the protocol cancel for this long. Default 1000 ms. */
-  readonly reconnectDelayMs?: number | undefined
-}
 
 /**
  * The governed core of one pg-pool, with no ORM in it: admission (gate,
@@ -235,7 +187,7 @@ export class Governor {
         break
       }
     } catch (error) {
-      this.#reportRefusal(error, ticket)
+      reportRefusal(this.#parts.events, error, ticket)
       throw error
     }
     return this.#lease(loan, fresh, observed, startedAt, createMs, ticket)
@@ -326,7 +278,7 @@ export class Governor {
     const refusal = refusalToStart(budget, signal)
     if (refusal) {
       if (holdsPermit) this.#gate.abandon()
-      this.#reportRefusal(refusal, ticket)
+      reportRefusal(this.#parts.events, refusal, ticket)
       throw refusal
     }
     return ticket
@@ -438,28 +390,5 @@ export class Governor {
   #reportCapacity(change: 'refused' | 'raised', error: unknown, wasCapped = true): void {
     const { events } = this.#parts
     if (events.has('capacity')) events.emit('capacity', { change, ceiling: this.#gate.ceiling, max: this.#gate.max, wasCapped, error })
-  }
-
-  /** A query event for work that never reached a statement: refused, expired or aborted while waiting. */
-  #reportRefusal(error: unknown, ticket: AdmissionTicket): void {
-    const { events } = this.#parts
-    if (!events.has('query')) return
-    const outcome =
-      error instanceof LoadShedError ? 'shed' : error instanceof DeadlineExceededError ? 'deadline_exceeded' : error instanceof QueryCanceledError ? 'canceled' : 'error'
-    events.emit('query', {
-      outcome,
-      criticality: ticket.criticality,
-      domain: ticket.context?.domain,
-      phase: outcome === 'shed' ? 'before_start' : ((error as { phase?: QueryPhase }).phase ?? 'waiting'),
-      budgetMs: ticket.deadline - ticket.startedAt,
-      waitedMs: now() - ticket.startedAt,
-      ranMs: 0,
-      pid: undefined,
-      sqlState: undefined,
-      queryId: undefined,
-      sql: undefined,
-      context: ticket.context,
-      error,
-    })
   }
 }
