@@ -117,7 +117,8 @@ describe('a full server is not a failing server', () => {
       const bStats = b.dialect.poolStats()
       console.log(
         `[idle slots move] A held ${heldByA} after its burst, ${a.dialect.poolStats().total} at the end (${aOut.filter((o) => o.ok).length}/${aOut.length} ok); ` +
-          `B ceiling ${bStats.ceiling}, held ${bStats.total} (${bOut.filter((o) => o.ok).length}/${bOut.length} ok)`,
+          `B ceiling ${bStats.ceiling}, held ${bStats.total}, permits ${bStats.permits}, waiting ${bStats.waiting} (${bOut.filter((o) => o.ok).length}/${bOut.length} ok` +
+          `${bOut.find((o) => o.error)?.error ? `; first error: ${String(bOut.find((o) => o.error)?.error)}` : ''})`,
       )
       expect(heldByA).toBe(6)
       expect(aOut.every((o) => o.ok)).toBe(true)
