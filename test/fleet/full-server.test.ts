@@ -168,7 +168,7 @@ describe('the sizing check at start', () => {
       await sql`select 1`.execute(db)
       await waitFor('the limits', async () => limits.length === 1)
       const [settings] = await database.admin<{ max: number; su: number; reserved: number }>(
-        `select current_setting('max_connections')::int as max, current_setting('superuser_reserved_connections')::int as su, current_setting('reserved_connections')::int as reserved`,
+        `select current_setting('max_connections')::int as max, current_setting('superuser_reserved_connections')::int as su, coalesce(nullif(current_setting('reserved_connections', true), ''), '0')::int as reserved`,
       )
       expect(limits[0]).toEqual({
         maxConnections: settings?.max,
