@@ -348,23 +348,14 @@ export class AdmissionGate {
    */
   #armProbe(): void {
     if (this.#probeTimer || !this.#ceiling.capped || this.#queue.size === 0) return
+    // A probe already due waits for a release instead: permits are out (the limit is above what is in use only while nobody waits).
     const delayMs = Math.ceil(this.#ceiling.probeAt - now())
-    if (delayMs <= 0) {
-      // The probe is due. The caller's own clock read may have said "not yet" a moment ago (then
-      // nobody took the probe's permit and, with none out, no release will come to wake the
-      // queue): look again in a millisecond when the best waiter could take a permit now. Else a
-      // release, or the probe's own outcome, wakes the queue.
-      const next = this.#queue.peek()
-      if (!next || this.#inUse >= this.#limitFor(next.rank)) return
-    }
-    this.#probeTimer = setTimeout(
-      () => {
-        this.#probeTimer = undefined
-        this.#pump()
-        this.#armProbe()
-      },
-      Math.max(1, delayMs),
-    )
+    if (delayMs <= 0) return
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = undefined
+      this.#pump()
+      this.#armProbe()
+    }, delayMs)
     // Not unref'd: callers wait on it, as they would on a socket pg-pool opens for them.
   }
 
