@@ -348,9 +348,14 @@ export class AdmissionGate {
    */
   #armProbe(): void {
     if (this.#probeTimer || !this.#ceiling.capped || this.#queue.size === 0) return
-    // A probe already due waits for a release instead: permits are out (the limit is above what is in use only while nobody waits).
     const delayMs = Math.ceil(this.#ceiling.probeAt - now())
-    if (delayMs <= 0) return
+    if (delayMs <= 0) {
+      // Due already: the caller's own clock read may have said "not yet" a moment ago. Let in
+      // whoever fits now (once due, a probe stays due, so this does not loop); whoever still does
+      // not fit waits for a release or for the probe's outcome.
+      this.#pump()
+      return
+    }
     this.#probeTimer = setTimeout(() => {
       this.#probeTimer = undefined
       this.#pump()

@@ -166,6 +166,28 @@ describe('AdmissionGate capped by the server', () => {
   })
 })
 
+describe('AdmissionGate capped by the server: the probe timer and its clock reads', () => {
+  it('a pool that holds nothing is not left asleep when the probe comes due between two clock reads', async () => {
+    // The gate's wake-up reads the clock to see whether the probe is due, and again to arm the
+    // next timer. The ceiling's first read at the probe's time says "not yet" (2 ms behind) and
+    // later reads the true time, as two reads of a busy machine's clock can straddle the instant.
+    const probeAt = Date.now() + FIRST_CAPACITY_PROBE_MS
+    let lagged = false
+    const clock = (): number => {
+      if (Date.now() < probeAt || lagged) return Date.now()
+      lagged = true
+      return Date.now() - 2
+    }
+    const gate = new AdmissionGate(10, resolveAdmissionPolicy({ feasibility: false }), new LoadEstimator(), new CircuitBreaker(), new CapacityCeiling(10, clock))
+    gate.capacityRefused(0)
+    const waiter = watch(gate.acquire(ticket('critical', 5_000)))
+    await vi.advanceTimersByTimeAsync(FIRST_CAPACITY_PROBE_MS + 10)
+    expect(lagged).toBe(true)
+    expect(waiter()).toBe('granted')
+    gate.rejectAll(new Error('done'))
+  })
+})
+
 describe('AdmissionGate with the server\'s saturation', () => {
   it('sheds sheddable by the server\'s saturation when the pool itself is idle, and stops when it falls', async () => {
     const gate = gateOf(10)
