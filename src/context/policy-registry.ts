@@ -1,4 +1,5 @@
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
+import { resolveQueryRetry, type QueryRetry, type QueryRetryOptions } from '../retry/query-retry-options.js'
 import { assertCriticality, DEFAULT_CRITICALITY, type Criticality } from './criticality.js'
 import { assertDomain, assertTimeoutMs, describe } from './validate.js'
 
@@ -15,6 +16,8 @@ export interface QueryPolicy {
   readonly timeoutMs?: number | undefined
   /** Criticality of the domain's queries when their context names none. */
   readonly criticality?: Criticality | undefined
+  /** How the domain's queries retry when their context says nothing (see `QueryRetryOptions`); `false`: one attempt. */
+  readonly retry?: QueryRetryOptions | false | undefined
 }
 
 /**
@@ -28,6 +31,8 @@ export interface QueryPolicy {
 export interface ResolvedPolicy {
   readonly timeoutMs: number | undefined
   readonly criticality: Criticality
+  /** Undefined: the pool's `retry` options apply. */
+  readonly retry?: QueryRetry | undefined
 }
 
 /**
@@ -108,9 +113,11 @@ export class PolicyRegistry {
     }
     if (policy.timeoutMs !== undefined) assertTimeoutMs(policy.timeoutMs, `${option}.timeoutMs`)
     if (policy.criticality !== undefined) assertCriticality(policy.criticality, `${option}.criticality`)
+    const retry = resolveQueryRetry(policy.retry, `${option}.retry`)
     return Object.freeze({
       timeoutMs: policy.timeoutMs ?? this.#defaults.timeoutMs,
       criticality: policy.criticality ?? this.#defaults.criticality,
+      ...(retry === undefined ? {} : { retry }),
     })
   }
 }

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
+import { nestedQueryRetry, resolveQueryRetry, type QueryRetry, type QueryRetryOptions } from '../retry/query-retry-options.js'
 import { assertCriticality, type Criticality } from './criticality.js'
 import { monotonicFromWallClock, now } from './monotonic-clock.js'
 import { activeTrace, type TraceIds } from './trace-context.js'
@@ -29,6 +30,12 @@ export interface QueryContextOptions {
   readonly criticality?: Criticality | undefined
   /** Names the policy (timeout, criticality) the queries fall under; inherited when omitted. */
   readonly domain?: string | undefined
+  /**
+   * How the context's queries retry (`maxAttempts`; `reads: true` is your
+   * word that its statements outside a transaction only read); `false`: one
+   * attempt, no retry. Inherited; a nested context's fields win.
+   */
+  readonly retry?: QueryRetryOptions | false | undefined
 }
 
 /** Something that waits or runs on behalf of a context and must hear of an abort. */
@@ -54,6 +61,8 @@ export class QueryContext {
   readonly signals: readonly AbortSignal[]
   readonly criticality: Criticality | undefined
   readonly domain: string | undefined
+  /** The context's retry options, merged over the ones it inherits; undefined when none was given. */
+  readonly retry: QueryRetry | undefined
   /** The OpenTelemetry span active when the context was made, if tracing is enabled. */
   readonly trace: TraceIds | undefined
   #watchers: Set<AbortWatcher> | undefined
@@ -61,11 +70,12 @@ export class QueryContext {
   #onAbort: ((event: Event) => void) | undefined
   #scopeOpen = true
 
-  constructor(deadline: number, signals: readonly AbortSignal[], criticality: Criticality | undefined, domain: string | undefined) {
+  constructor(deadline: number, signals: readonly AbortSignal[], criticality: Criticality | undefined, domain: string | undefined, retry?: QueryRetry | undefined) {
     this.deadline = deadline
     this.signals = signals
     this.criticality = criticality
     this.domain = domain
+    this.retry = retry
     this.trace = activeTrace()
   }
 
@@ -169,13 +179,14 @@ function createQueryContext(options: QueryContextOptions, parent: QueryContext |
   if (options === null || typeof options !== 'object') {
     throw new InvalidOptionError('options', `must be an object; got ${describe(options)}`)
   }
-  const { signal, timeoutMs, deadline, criticality, domain } = options
+  const { signal, timeoutMs, deadline, criticality, domain, retry } = options
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new InvalidOptionError('signal', `must be an AbortSignal; got ${describe(signal)}`)
   }
   if (timeoutMs !== undefined) assertTimeoutMs(timeoutMs, 'timeoutMs')
   if (criticality !== undefined) assertCriticality(criticality, 'criticality')
   if (domain !== undefined) assertDomain(domain, 'domain')
+  const ownRetry = resolveQueryRetry(retry, 'retry')
 
   let ownDeadline = Infinity
   if (timeoutMs !== undefined) ownDeadline = now() + timeoutMs
@@ -192,6 +203,7 @@ function createQueryContext(options: QueryContextOptions, parent: QueryContext |
     combinedSignals(parent?.signals ?? NO_SIGNALS, signal),
     criticality ?? parent?.criticality,
     domain ?? parent?.domain,
+    nestedQueryRetry(parent?.retry, ownRetry),
   )
 }
 

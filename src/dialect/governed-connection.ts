@@ -1,9 +1,12 @@
 import type { CompiledQuery, ControlConnectionProvider, DatabaseConnection, QueryResult } from 'kysely'
+import type { Governor } from '../governor/governor.js'
 import type { Lease } from '../governor/lease.js'
+import { isKyselyWrite, rerunRead } from '../retry/read-retry.js'
 import type { PgPoolClient, PgQueryResult } from '../session/pg-types.js'
 
 // Set by the class's static block: the driver reads a connection's lease without a public field.
 let leaseOf: (connection: GovernedConnection) => Lease
+let governorOf: (connection: GovernedConnection) => Governor | undefined
 
 /**
  * What Kysely holds while it uses a connection: one {@link Lease} of the
@@ -19,14 +22,18 @@ let leaseOf: (connection: GovernedConnection) => Lease
  * ```
  */
 export class GovernedConnection implements DatabaseConnection {
-  readonly #lease: Lease
+  /** Replaced only when a read whose connection broke runs again on another one (`retry: { reads: true }`). */
+  #lease: Lease
+  readonly #governor: Governor | undefined
 
-  constructor(lease: Lease) {
+  constructor(lease: Lease, governor?: Governor) {
     this.#lease = lease
+    this.#governor = governor
   }
 
   static {
     leaseOf = (connection) => connection.#lease
+    governorOf = (connection) => connection.#governor
   }
 
   /** The server process id of this connection. */
@@ -40,7 +47,17 @@ export class GovernedConnection implements DatabaseConnection {
   }
 
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
-    return toQueryResult(await this.#lease.session.execute<R>(compiledQuery.sql, compiledQuery.parameters, compiledQuery.queryId?.queryId))
+    const { sql, parameters, queryId } = compiledQuery
+    let result: PgQueryResult<R>
+    try {
+      result = await this.#lease.session.execute<R>(sql, parameters, queryId?.queryId)
+    } catch (error) {
+      if (!this.#governor) throw error
+      result = await rerunRead(error, this.#lease, this.#governor, isKyselyWrite(compiledQuery), (lease) => (this.#lease = lease), (lease) =>
+        lease.session.execute<R>(sql, parameters, queryId?.queryId),
+      )
+    }
+    return toQueryResult(result)
   }
 
   async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize: number): AsyncIterableIterator<QueryResult<R>> {
@@ -61,6 +78,11 @@ export class GovernedConnection implements DatabaseConnection {
 
   /** The pid is known from the startup message; nothing to collect. */
   async collectSessionInfo(): Promise<void> {}
+}
+
+/** @internal The governor behind a connection of ours (for `retryTransaction`'s events); undefined for any other connection. */
+export function governorOfConnection(connection: DatabaseConnection): Governor | undefined {
+  return connection instanceof GovernedConnection ? governorOf(connection) : undefined
 }
 
 /** @internal The lease behind a connection, for the driver that made it. */

@@ -57,7 +57,7 @@ export class GovernedDriver implements Driver {
     const governor = this.#governor
     if (!governor) throw new GovernorError('POOL_CLOSED', 'driver has already been destroyed')
     const lease = await governor.acquire(options?.signal)
-    const connection = new GovernedConnection(lease)
+    const connection = new GovernedConnection(lease, governor)
     const { onCreateConnection, onReserveConnection } = this.#config
     try {
       if (lease.fresh && onCreateConnection) await onCreateConnection(connection, options)

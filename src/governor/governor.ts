@@ -11,6 +11,7 @@ import { GovernorError } from '../errors/governor-error.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { LoadShedError } from '../errors/load-shed-error.js'
 import { errorForStop } from '../errors/stop-error.js'
+import { CheckoutCheck } from '../retry/checkout-check.js'
 import { ConnectRetries } from '../retry/connect-retries.js'
 import { resolveRetryOptions } from '../retry/retry-options.js'
 import { Canceller, controlClientFactory } from '../session/canceller.js'
@@ -60,6 +61,8 @@ export class Governor {
   readonly #onRelease = (lease: Lease): void => this.#released(lease)
   readonly #fleet: FleetWatch | undefined
   readonly #retries: ConnectRetries
+  /** Checks sessions that sat idle in pg-pool before use; undefined when `retry.checkIdleAfterMs` is Infinity. */
+  readonly #checkout: CheckoutCheck | undefined
   /**
    * Sessions the server has given this pool and not yet taken back: counted
    * when pg-pool lends a client we have not seen, uncounted on pg-pool's
@@ -75,7 +78,9 @@ export class Governor {
     const { events } = parts
     this.#breaker = new CircuitBreaker(parts.circuitBreaker, (state) => events.emit('circuit', state))
     this.#gate = new AdmissionGate(poolMax(pool), parts.admission, this.#estimator, this.#breaker)
-    this.#retries = new ConnectRetries(parts.retry ?? resolveRetryOptions(undefined), (event) => events.emit('retry', event))
+    const retry = parts.retry ?? resolveRetryOptions(undefined)
+    this.#retries = new ConnectRetries(retry, (event) => events.emit('retry', event), parts.policies)
+    this.#checkout = retry.checkIdleAfterMs < Infinity ? new CheckoutCheck(retry.checkIdleAfterMs) : undefined
     this.#leaks = parts.leakDetectionThresholdMs === undefined ? undefined : new LeakDetector(parts.leakDetectionThresholdMs, events)
     // An unhandled 'error' from an idle client would crash the process (a server restart does that).
     pool.on?.('error', (error) => events.emit('poolError', error))
@@ -132,6 +137,11 @@ export class Governor {
     return this.#gate
   }
 
+  /** @internal The pool's retry rules and budget, for the adapters' re-run of a read (src/retry/read-retry.ts). */
+  get retries(): ConnectRetries {
+    return this.#retries
+  }
+
   /**
    * A session and its permit, admitted by the caller's criticality and
    * bounded by its budget on every path: the wait in the queue, the wait for
@@ -184,6 +194,16 @@ export class Governor {
           fresh = true
         }
         loan = { session, lentAt: now(), parkedAt: 0 }
+        // Long idle in pg-pool, it may have died unseen: found dead before anything was sent, the work goes to another connection.
+        if (!fresh && this.#checkout?.due(session, loan.lentAt)) {
+          const dead = await this.#checkout.run(session, ticket).catch((stop: unknown) => this.#drop(loan, stop))
+          if (dead !== undefined) {
+            loan = this.#drop(loan, undefined)
+            await this.#retries.afterConnectFailure(dead, ticket, ++tries, this.#breaker.state !== 'closed', 'checkout')
+            await this.#admit(ticket)
+            continue
+          }
+        }
         break
       }
     } catch (error) {
@@ -191,6 +211,13 @@ export class Governor {
       throw error
     }
     return this.#lease(loan, fresh, observed, startedAt, createMs, ticket)
+  }
+
+  /** Gives back the permit of a loan whose session was found dead (or whose check was stopped), then throws `stop` if given. */
+  #drop(loan: Loan<GovernedSession> | undefined, stop: unknown): undefined {
+    if (loan) new Lease(loan, now(), false, this.#onRelease).release()
+    if (stop !== undefined) throw stop
+    return undefined
   }
 
   /** Counts of the pool and of the wait queue, at this instant. */
@@ -250,6 +277,7 @@ export class Governor {
 
   #settleRelease(lease: Lease, end: SessionEnd): void {
     const at = now()
+    this.#checkout?.released(lease.session, at)
     const warm = this.#warm
     const pool = this.#pool
     // Above the ceiling (borrowed past the fleet's fair share, or the server refused more): the slot goes back to the server.

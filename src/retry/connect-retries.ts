@@ -8,6 +8,10 @@ import { RetryBudget } from './retry-budget.js'
 import type { RetrySettings } from './retry-options.js'
 import { planRetry, type RetryDecision } from './retry-plan.js'
 import { classifyFailure, type RetryReason } from './retry-policy.js'
+import type { PolicyRegistry } from '../context/policy-registry.js'
+import { currentQueryContext, type QueryContext } from '../context/query-context.js'
+import { currentBudget } from '../context/query-budget.js'
+import { retryScopeOf, type RetryScope } from './query-retry-options.js'
 
 /** A caller's budget as the governor's ticket carries it. */
 export interface RetryTicket extends WatchedBudget {
@@ -53,15 +57,57 @@ export class ConnectRetries {
   readonly #settings: RetrySettings
   readonly #budget: RetryBudget
   readonly #report: ((event: RetryEvent) => void) | undefined
+  readonly #policies: PolicyRegistry | undefined
 
-  constructor(settings: RetrySettings, report?: (event: RetryEvent) => void) {
+  constructor(settings: RetrySettings, report?: (event: RetryEvent) => void, policies?: PolicyRegistry) {
     this.#settings = settings
     this.#budget = new RetryBudget(settings.budget)
     this.#report = report
+    this.#policies = policies
+  }
+
+  /** What applies to work of `context`: its `retry`, over its domain's policy's, over the pool's. */
+  scopeOf(context: QueryContext | undefined): RetryScope {
+    return retryScopeOf(context?.retry, this.#policies?.resolve(context?.domain).retry, this.#settings)
+  }
+
+  /** The budget of work that starts now under the ambient context: its deadline, or its domain's timeout from now. */
+  ticketNow(): RetryTicket {
+    if (this.#policies) return currentBudget(this.#policies)
+    const context = currentQueryContext()
+    return { deadline: context?.deadline ?? Infinity, context, startedAt: now() }
+  }
+
+  /**
+   * After the `attempts`-th run of a statement failed once sent: resolves
+   * once the backoff is over when it may run again on another connection;
+   * otherwise throws `error` (marked with the attempts, when more than one).
+   * Only a read, on the caller's word (`retry: { reads: true }` on the context
+   * or the policy), outside a transaction, whose connection broke or was shut
+   * down (08xxx, 57P01, 57P02); never a statement Kysely built as a write.
+   */
+  async afterStatementFailure(error: unknown, ticket: RetryTicket, attempts: number, site: { readonly inTransaction: boolean; readonly write: boolean }): Promise<void> {
+    const scope = this.scopeOf(ticket.context)
+    const verdict = classifyFailure(error, { stage: 'statement', readOnly: scope.reads && !site.write, inTransaction: site.inTransaction })
+    if (verdict.reason === undefined) throw attempts > 1 ? markAttempts(error, attempts) : error
+    const budgetAllows = this.#budget.failed()
+    const decision = planRetry({ verdict, optedIn: true, attempts, now: now(), deadline: ticket.deadline, budgetAllows }, this.#settingsFor(scope))
+    this.#report?.({ reason: verdict.reason, outcome: decision.retry ? 'retried' : decision.why === 'unsafe' ? 'attempts' : decision.why, attempt: attempts, delayMs: decision.retry ? decision.delayMs : undefined, budgetTokens: this.#budget.tokens })
+    if (!decision.retry) throw markAttempts(error, attempts)
+    if (decision.delayMs > 0) await sleepWithin(decision.delayMs, ticket)
+  }
+
+  #settingsFor(scope: RetryScope): RetrySettings {
+    return scope.maxAttempts === this.#settings.maxAttempts ? this.#settings : { ...this.#settings, maxAttempts: scope.maxAttempts }
   }
 
   get budget(): RetryBudget {
     return this.#budget
+  }
+
+  /** Reports a retry decision made elsewhere for this pool's work (`retryTransaction`), as a `retry` event. */
+  report(event: RetryEvent): void {
+    this.#report?.(event)
   }
 
   /** A connection was had: the budget gets its share back. */
@@ -70,15 +116,16 @@ export class ConnectRetries {
   }
 
   /**
-   * After the `attempts`-th connect failed: resolves once the backoff is over
+   * After the `attempts`-th connect failed (or, at `stage` checkout, the
+   * session lent was found dead before anything was sent on it): resolves once the backoff is over
    * when another attempt may go; otherwise throws `error`, marked with the
    * attempts made. A deadline or abort during the backoff rejects at once.
    */
-  async afterConnectFailure(error: unknown, ticket: RetryTicket, attempts: number, circuitOpen: boolean): Promise<void> {
-    const verdict = classifyFailure(error, { stage: 'connect' })
+  async afterConnectFailure(error: unknown, ticket: RetryTicket, attempts: number, circuitOpen: boolean, stage: 'connect' | 'checkout' = 'connect'): Promise<void> {
+    const verdict = classifyFailure(error, { stage })
     if (verdict.safety !== 'always' || verdict.reason === undefined) throw markAttempts(error, attempts)
     const budgetAllows = this.#budget.failed()
-    const planned = planRetry({ verdict, optedIn: false, attempts, now: now(), deadline: ticket.deadline, budgetAllows }, this.#settings)
+    const planned = planRetry({ verdict, optedIn: false, attempts, now: now(), deadline: ticket.deadline, budgetAllows }, this.#settingsFor(this.scopeOf(ticket.context)))
     // An open breaker would refuse the retry at admission: the caller gets its connect error rather than a LOAD_SHED.
     const decision: RetryDecision = planned.retry && circuitOpen && !this.#settings.waitForRecovery ? { retry: false, why: 'circuit_open' } : planned
     // The breaker is open: going back to admission sends nothing, it waits for the breaker's probe (one attempt for all

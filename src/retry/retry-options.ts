@@ -29,6 +29,15 @@ export interface RetryOptions {
    * for the length of an outage rather than telling them `retryAfterMs`.
    */
   readonly waitForRecovery?: boolean | undefined
+  /**
+   * A session that sat idle in pg-pool at least this long is checked at
+   * checkout (an empty query, one round trip) before the caller's statement
+   * goes: a backend killed or a connection cut while idle is then found dead
+   * before anything of the caller's was sent, and the query goes to another
+   * connection (reason `dead_at_checkout`). Default 1000 ms (pgxpool pings
+   * after 1 s idle, HikariCP after 500 ms); `Infinity` turns the check off.
+   */
+  readonly checkIdleAfterMs?: number | undefined
 }
 
 /**
@@ -44,6 +53,7 @@ export interface RetrySettings {
   readonly backoff: BackoffSettings
   readonly budget: RetryBudgetSettings
   readonly waitForRecovery: boolean
+  readonly checkIdleAfterMs: number
 }
 
 /**
@@ -55,13 +65,16 @@ export interface RetrySettings {
  * ```
  */
 export function resolveRetryOptions(options: RetryOptions | false | undefined): RetrySettings {
-  if (options === false) return Object.freeze({ maxAttempts: 1, backoff: Object.freeze({ baseMs: 25, maxMs: 1_000 }), budget: resolveRetryBudget({ maxTokens: 0 }), waitForRecovery: false })
+  if (options === false) return Object.freeze({ maxAttempts: 1, backoff: Object.freeze({ baseMs: 25, maxMs: 1_000 }), budget: resolveRetryBudget({ maxTokens: 0 }), waitForRecovery: false, checkIdleAfterMs: Infinity })
   if (options !== undefined && (typeof options !== 'object' || options === null)) throw new InvalidOptionError('retry', 'must be an object or false')
-  const { maxAttempts = 3, backoff = {}, budget, waitForRecovery = false } = options ?? {}
+  const { maxAttempts = 3, backoff = {}, budget, waitForRecovery = false, checkIdleAfterMs = 1_000 } = options ?? {}
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new InvalidOptionError('retry.maxAttempts', `must be a whole number >= 1; got ${String(maxAttempts)}`)
   const { baseMs = 25, maxMs = 1_000 } = backoff
   if (!Number.isFinite(baseMs) || baseMs < 0) throw new InvalidOptionError('retry.backoff.baseMs', `must be a number of milliseconds >= 0; got ${String(baseMs)}`)
   if (!Number.isFinite(maxMs) || maxMs < baseMs) throw new InvalidOptionError('retry.backoff.maxMs', `must be a number of milliseconds >= baseMs; got ${String(maxMs)}`)
   if (typeof waitForRecovery !== 'boolean') throw new InvalidOptionError('retry.waitForRecovery', `must be a boolean; got ${String(waitForRecovery)}`)
-  return Object.freeze({ maxAttempts, backoff: Object.freeze({ baseMs, maxMs }), budget: resolveRetryBudget(budget), waitForRecovery })
+  if (typeof checkIdleAfterMs !== 'number' || Number.isNaN(checkIdleAfterMs) || checkIdleAfterMs < 0) {
+    throw new InvalidOptionError('retry.checkIdleAfterMs', `must be a number of milliseconds >= 0 (Infinity: no check); got ${String(checkIdleAfterMs)}`)
+  }
+  return Object.freeze({ maxAttempts, backoff: Object.freeze({ baseMs, maxMs }), budget: resolveRetryBudget(budget), waitForRecovery, checkIdleAfterMs })
 }

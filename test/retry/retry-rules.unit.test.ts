@@ -137,3 +137,40 @@ describe('planRetry', () => {
     expect(Object.isFrozen(resolveRetryOptions({}))).toBe(true)
   })
 })
+
+describe('the check at checkout: which sessions are due, and its option', () => {
+  it('is due for a session handed back at least checkIdleAfterMs ago, never for one it has not seen (a new connection)', async () => {
+    const { CheckoutCheck } = await import('../../src/retry/checkout-check.js')
+    const check = new CheckoutCheck(1_000)
+    const session = {} as never
+    expect(check.due(session, 5_000)).toBe(false)
+    check.released(session, 5_000)
+    expect(check.due(session, 5_999)).toBe(false)
+    expect(check.due(session, 6_000)).toBe(true)
+  })
+
+  it('defaults to 1000 ms, is off (Infinity) with retry: false, and refuses a negative or non-numeric value with a typed error', () => {
+    expect(resolveRetryOptions({}).checkIdleAfterMs).toBe(1_000)
+    expect(resolveRetryOptions(false).checkIdleAfterMs).toBe(Infinity)
+    expect(resolveRetryOptions({ checkIdleAfterMs: Infinity }).checkIdleAfterMs).toBe(Infinity)
+    expect(() => resolveRetryOptions({ checkIdleAfterMs: -1 })).toThrow(InvalidOptionError)
+    expect(() => resolveRetryOptions({ checkIdleAfterMs: Number.NaN })).toThrow(/retry\.checkIdleAfterMs/)
+    expect(() => resolveRetryOptions({ checkIdleAfterMs: '5' as never })).toThrow(InvalidOptionError)
+  })
+})
+
+describe('per-context and per-policy retry: the nearer level wins, field by field', () => {
+  it('context over policy over pool; false means one attempt and no reads at its level', async () => {
+    const { retryScopeOf, nestedQueryRetry } = await import('../../src/retry/query-retry-options.js')
+    const pool = resolveRetryOptions({ maxAttempts: 4 })
+    expect(retryScopeOf(undefined, undefined, pool)).toEqual({ maxAttempts: 4, reads: false })
+    expect(retryScopeOf(undefined, { reads: true }, pool)).toEqual({ maxAttempts: 4, reads: true })
+    expect(retryScopeOf({ maxAttempts: 2 }, { reads: true }, pool)).toEqual({ maxAttempts: 2, reads: true })
+    expect(retryScopeOf(false, { reads: true, maxAttempts: 5 }, pool)).toEqual({ maxAttempts: 1, reads: false })
+    expect(retryScopeOf({ reads: true }, false, pool)).toEqual({ maxAttempts: 1, reads: true })
+    expect(nestedQueryRetry({ reads: true }, { maxAttempts: 2 })).toEqual({ maxAttempts: 2, reads: true })
+    expect(nestedQueryRetry({ reads: true }, undefined)).toEqual({ reads: true })
+    expect(nestedQueryRetry(false, { reads: true })).toEqual({ maxAttempts: 1, reads: true })
+    expect(nestedQueryRetry({ reads: true }, false)).toBe(false)
+  })
+})
