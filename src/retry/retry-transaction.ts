@@ -1,4 +1,5 @@
-import type { Kysely, Transaction } from 'kysely'
+import type { DatabaseConnection, Kysely, Transaction } from 'kysely'
+import { governorOfConnection } from '../dialect/governed-connection.js'
 import { BudgetRace } from '../context/budget-race.js'
 import { now } from '../context/monotonic-clock.js'
 import { currentQueryContext, withQueryContext, type QueryContext } from '../context/query-context.js'
@@ -72,14 +73,26 @@ async function attemptAll<DB, T>(
   const deadline = context?.deadline ?? Infinity
   const startedAt = now()
   for (let attempts = 1; ; attempts++) {
+    // The attempt's connection, to report the retry decision as the pool's `retry` event (and metric).
+    let connection: DatabaseConnection | undefined
     try {
-      const result = await db.transaction().setIsolationLevel(isolationLevel).execute(work)
+      const result = await db
+        .transaction()
+        .setIsolationLevel(isolationLevel)
+        .execute(async (trx) => {
+          connection = await trx.getExecutor().provideConnection(async (held) => held)
+          return work(trx)
+        })
       budget.succeeded()
       return result
     } catch (error) {
       const verdict = classifyFailure(error, { stage: 'transaction' })
       const budgetAllows = verdict.safety !== 'never' && budget.failed()
       const decision = planRetry({ verdict, optedIn: true, attempts, now: now(), deadline, budgetAllows }, settings)
+      if (verdict.reason !== undefined && connection) {
+        const outcome = decision.retry ? 'retried' : decision.why === 'unsafe' ? 'attempts' : decision.why
+        governorOfConnection(connection)?.retries.report({ reason: verdict.reason, outcome, attempt: attempts, delayMs: decision.retry ? decision.delayMs : undefined, budgetTokens: budget.tokens })
+      }
       if (!decision.retry || verdict.reason === undefined) throw markAttempts(error, attempts)
       onRetry?.({ reason: verdict.reason, attempt: attempts, delayMs: decision.delayMs, error })
       await sleepWithin(decision.delayMs, deadline, context, startedAt)

@@ -1,17 +1,28 @@
 import { sql, type Transaction } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { attemptsOf, retryTransaction, withQueryContext } from '../../src/index.js'
+import { Registry } from 'prom-client'
+import { attemptsOf, retryTransaction, withQueryContext, type RetryEvent } from '../../src/index.js'
+import { METRIC_NAMES, registerPrometheusMetrics } from '../../src/telemetry/prometheus-metrics.js'
 import { governed, rejectionOf, sleep } from '../support/governed.js'
 import { useTestDatabase } from '../support/test-database.js'
 
 const database = useTestDatabase()
-const { db } = governed(database, { max: 4 })
+const { db, dialect } = governed(database, { max: 4 })
+const events: RetryEvent[] = []
+dialect.events.on('retry', (event) => events.push(event))
+const registry = new Registry()
+registerPrometheusMetrics(dialect, { registry, poolName: 'trx' })
 afterAll(() => db.destroy())
 
 beforeAll(async () => {
   await database.admin('create table counter (id int primary key, n int not null)')
   await database.admin('create table ledger (id serial primary key, note text not null)')
 })
+
+async function retriesCounted(reason: string, outcome: string): Promise<number> {
+  const values = (await registry.getMetricsAsJSON()).find((m) => m.name === METRIC_NAMES.retries)?.values ?? []
+  return Number(values.find((v) => v.labels['reason'] === reason && v.labels['outcome'] === outcome)?.value ?? 0)
+}
 
 /** Resolves once `count` parties have arrived (a one-shot barrier). */
 function barrier(count: number): () => Promise<void> {
@@ -50,6 +61,24 @@ describe('retryTransaction: a whole transaction re-run on 40001/40P01 within the
     expect(results.sort()).toEqual([1, 2])
     expect(runs.a + runs.b).toBe(3)
     expect(retries).toEqual(['serialization_failure#1'])
+  })
+
+  it('a transaction retry is a `retry` event of the pool and counts in pg_governor_retries_total, like the pool\'s own retries', async () => {
+    await database.admin('delete from counter; insert into counter values (1, 0)')
+    events.length = 0
+    const bothRead = barrier(2)
+    const runs = { a: 0, b: 0 }
+    const increment = (name: 'a' | 'b') => async (trx: Transaction<any>) => {
+      const first = ++runs[name] === 1
+      const { n } = (await sql<{ n: number }>`select n from counter where id = 1`.execute(trx)).rows[0] as { n: number }
+      if (first) await bothRead()
+      await sql`update counter set n = ${n + 1} where id = 1`.execute(trx)
+    }
+    const before = await retriesCounted('serialization_failure', 'retried')
+    await withQueryContext({ timeoutMs: 10_000 }, () => Promise.all([retryTransaction(db, increment('a')), retryTransaction(db, increment('b'))]))
+    expect(events.map((e) => `${e.reason}/${e.outcome}#${e.attempt}`)).toEqual(['serialization_failure/retried#1'])
+    expect(events[0]?.delayMs).toBeGreaterThanOrEqual(0)
+    expect((await retriesCounted('serialization_failure', 'retried')) - before).toBe(1)
   })
 
   it('without retries, the same conflict fails one of them with 40001 and attempts = 1', async () => {
