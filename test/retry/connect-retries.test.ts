@@ -1,8 +1,8 @@
 import { Kysely, sql } from 'kysely'
 import pg from 'pg'
 import { Registry } from 'prom-client'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { attemptsOf, GovernedPostgresDialect, withQueryContext, type RetryEvent, type RetryOptions } from '../../src/index.js'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { attemptsOf, GovernedPostgresDialect, QueryCanceledError, withQueryContext, type RetryEvent, type RetryOptions } from '../../src/index.js'
 import { METRIC_NAMES, registerPrometheusMetrics } from '../../src/telemetry/prometheus-metrics.js'
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
 import { useTestDatabase } from '../support/test-database.js'
@@ -97,6 +97,46 @@ describe('retries of never-sent work stay within the pool budget when the server
       expect(codes).toContain('ECONNRESET')
       expect(codes).not.toContain('DEADLINE_EXCEEDED')
     } finally {
+      await db.destroy()
+    }
+  })
+
+  it('an abort during the backoff rejects at once, and no further attempt starts', async () => {
+    // Full jitter drawn at 99% of the cap: the backoff after the first failure is ~990 ms, the abort comes ~100 ms into it.
+    const random = vi.spyOn(Math, 'random').mockReturnValue(0.99)
+    const pool = new pg.Pool({ connectionString: proxy.url, max: 2 })
+    const dialect = new GovernedPostgresDialect({ pool, retry: { maxAttempts: 5, backoff: { baseMs: 1_000, maxMs: 1_000 } }, warmConnections: false, controlConnection: { eager: false } })
+    const events: RetryEvent[] = []
+    const db = new Kysely<any>({ dialect })
+    try {
+      proxy.refuseFor(60_000)
+      const controller = new AbortController()
+      let abortedAt = Infinity
+      dialect.events.on('retry', (event) => {
+        events.push(event)
+        setTimeout(() => {
+          abortedAt = performance.now()
+          controller.abort(new Error('client went away'))
+        }, 100)
+      })
+      const before = proxy.accepted
+      const error = await withQueryContext({ timeoutMs: 5_000, signal: controller.signal }, () => sql`select 1`.execute(db)).then(
+        () => undefined,
+        (caught: unknown) => caught,
+      )
+      const rejectedAfterMs = performance.now() - abortedAt
+      const attempts = proxy.accepted - before
+      // Past the backoff the retry would have gone: it must not.
+      await new Promise((resolve) => setTimeout(resolve, 1_200))
+      console.log(`[connect-retries] abort in the backoff: ${(error as Error).constructor.name} ${rejectedAfterMs.toFixed(1)} ms after the abort; connects ${attempts}, then ${proxy.accepted - before}`)
+      expect(error).toBeInstanceOf(QueryCanceledError)
+      expect((error as QueryCanceledError).phase).toBe('waiting')
+      expect(events.map((e) => `${e.outcome}#${e.attempt}`)).toEqual(['retried#1'])
+      expect(rejectedAfterMs).toBeLessThan(200)
+      expect(attempts).toBe(1)
+      expect(proxy.accepted - before).toBe(1)
+    } finally {
+      random.mockRestore()
       await db.destroy()
     }
   })
