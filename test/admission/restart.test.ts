@@ -2,7 +2,7 @@ import { Kysely, sql } from 'kysely'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { GovernedPostgresDialect, type CircuitState } from '../../src/index.js'
-import { sleep } from '../support/governed.js'
+import { requestsThroughRestart } from '../support/restart-window.js'
 import { startEmbeddedServer, type ControllableServer } from '../support/test-server.js'
 
 // Not the suite's server (inject('pgUrl')), on purpose: this file stops and starts
@@ -43,35 +43,13 @@ describe('recovery after a server restart, with the default options, as a new us
     dialect.events.on('circuit', (state) => states.push(state))
     try {
       await sql`select 1`.execute(db)
-      const t0 = performance.now()
-      let stopping = Infinity
-      let ready = Infinity
-      let done = false
-      const restart = (async () => {
-        await sleep(UP_BEFORE_MS)
-        stopping = performance.now()
-        await server.stop()
-        await sleep(DOWN_MS)
-        await server.start()
-        ready = performance.now()
-        await sleep(UP_AFTER_MS)
-        done = true
-      })()
-      // Open loop: requests start on schedule whatever happens to the ones before.
-      const requests: Promise<Outcome>[] = []
-      for (let i = 0; !done; i++) {
-        const wait = t0 + (i * 1_000) / RATE_PER_S - performance.now()
-        if (wait > 0) await sleep(wait)
-        const sentAt = performance.now()
-        requests.push(
-          sql`select 1`.execute(db).then(
-            () => ({ sentAt, settledAt: performance.now(), ok: true }),
-            () => ({ sentAt, settledAt: performance.now(), ok: false }),
-          ),
-        )
-      }
-      await restart
-      const outcomes = await Promise.all(requests)
+      const plan = { ratePerS: RATE_PER_S, upBeforeMs: UP_BEFORE_MS, downMs: DOWN_MS, upAfterMs: UP_AFTER_MS }
+      const { outcomes, stopping, ready } = await requestsThroughRestart(server, plan, (sentAt) =>
+        sql`select 1`.execute(db).then(
+          (): Outcome => ({ sentAt, settledAt: performance.now(), ok: true }),
+          (): Outcome => ({ sentAt, settledAt: performance.now(), ok: false }),
+        ),
+      )
 
       const firstAfterReady = Math.min(...outcomes.filter((o) => o.ok && o.sentAt > stopping).map((o) => o.settledAt)) - ready
       const whileUp = outcomes.filter((o) => o.sentAt < stopping || o.sentAt >= ready)

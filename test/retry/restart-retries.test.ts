@@ -2,7 +2,7 @@ import { Kysely, sql } from 'kysely'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { GovernedPostgresDialect, withQueryContext, type RetryEvent, type RetryOptions } from '../../src/index.js'
-import { sleep } from '../support/governed.js'
+import { requestsThroughRestart } from '../support/restart-window.js'
 import { startEmbeddedServer, type ControllableServer } from '../support/test-server.js'
 
 // A server of its own, which it stops and starts (see test/admission/restart.test.ts for why not the suite's).
@@ -34,34 +34,14 @@ async function readsThroughRestart(retry: RetryOptions | false): Promise<{ outco
   const db = new Kysely<any>({ dialect })
   try {
     await sql`select 1`.execute(db)
-    const t0 = performance.now()
-    let stopping = Infinity
-    let ready = Infinity
-    let done = false
-    const restart = (async () => {
-      await sleep(UP_BEFORE_MS)
-      stopping = performance.now()
-      await server.stop()
-      await sleep(DOWN_MS)
-      await server.start()
-      ready = performance.now()
-      await sleep(UP_AFTER_MS)
-      done = true
-    })()
-    const requests: Promise<Outcome>[] = []
-    for (let i = 0; !done && i < 10_000; i++) {
-      const wait = t0 + (i * 1_000) / RATE_PER_S - performance.now()
-      if (wait > 0) await sleep(wait)
-      const sentAt = performance.now()
-      requests.push(
-        withQueryContext({ timeoutMs: TIMEOUT_MS }, () => sql`select 1`.execute(db)).then(
-          () => ({ sentAt, ok: true, code: undefined }),
-          (error: unknown) => ({ sentAt, ok: false, code: String((error as { code?: unknown }).code ?? (error as Error).message) }),
-        ),
-      )
-    }
-    await restart
-    return { outcomes: await Promise.all(requests), stopping, ready, events }
+    const plan = { ratePerS: RATE_PER_S, upBeforeMs: UP_BEFORE_MS, downMs: DOWN_MS, upAfterMs: UP_AFTER_MS }
+    const run = await requestsThroughRestart(server, plan, (sentAt) =>
+      withQueryContext({ timeoutMs: TIMEOUT_MS }, () => sql`select 1`.execute(db)).then(
+        (): Outcome => ({ sentAt, ok: true, code: undefined }),
+        (error: unknown): Outcome => ({ sentAt, ok: false, code: String((error as { code?: unknown }).code ?? (error as Error).message) }),
+      ),
+    )
+    return { ...run, events }
   } finally {
     await db.destroy()
   }
