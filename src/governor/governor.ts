@@ -112,7 +112,7 @@ export class Governor {
     // pg-pool's maxUses counts check-outs; a kept session serves many queries in one, so keeping would stretch it.
     const maxUses = (pool.options as { readonly maxUses?: number }).maxUses
     const keepWarm = parts.warm !== undefined && !(typeof maxUses === 'number' && Number.isFinite(maxUses))
-    this.#warm = keepWarm ? new WarmConnections(parts.warm as WarmConnectionsSettings, (session) => session.returnToPool()) : undefined
+    this.#warm = keepWarm ? new WarmConnections(parts.warm as WarmConnectionsSettings, (session) => this.#returnToPool(session, now())) : undefined
     this.#services = Object.freeze({
       canceller: this.#canceller,
       ladder: parts.ladder,
@@ -213,6 +213,12 @@ export class Governor {
     return this.#lease(loan, fresh, observed, startedAt, createMs, ticket)
   }
 
+  /** Hands a session back to pg-pool; its idle time there, for the check at checkout, counts from `at`. */
+  #returnToPool(session: GovernedSession, at: number): void {
+    this.#checkout?.released(session, at)
+    session.returnToPool()
+  }
+
   /** Gives back the permit of a loan whose session was found dead (or whose check was stopped), then throws `stop` if given. */
   #drop(loan: Loan<GovernedSession> | undefined, stop: unknown): undefined {
     if (loan) new Lease(loan, now(), false, this.#onRelease).release()
@@ -277,7 +283,6 @@ export class Governor {
 
   #settleRelease(lease: Lease, end: SessionEnd): void {
     const at = now()
-    this.#checkout?.released(lease.session, at)
     const warm = this.#warm
     const pool = this.#pool
     // Above the ceiling (borrowed past the fleet's fair share, or the server refused more): the slot goes back to the server.
@@ -285,7 +290,7 @@ export class Governor {
     if (surplus) lease.session.discard('above the connection ceiling: the slot goes back to the server')
     // Kept only when clean, and not while something waits in pg-pool's own queue.
     const kept = !surplus && end === 'clean' && warm !== undefined && pool !== undefined && (pool.waitingCount ?? 0) === 0 && warm.keep(lease.loan, at)
-    if (!kept) lease.session.returnToPool()
+    if (!kept) this.#returnToPool(lease.session, at)
     const heldMs = at - lease.checkedOutAt
     this.#gate.release(heldMs)
     const { events } = this.#parts

@@ -54,8 +54,8 @@ async function killIdleBackend(db: Kysely<any>, idleMs: number): Promise<{ reado
 describe('a session found dead at checkout is retried on another connection (always safe, on by default)', () => {
   it('a backend killed while its connection sat idle in the pool: the next query succeeds on another connection, with the retry recorded', async () => {
     const { db, events } = setup()
-    // Longer than the default checkIdleAfterMs (1 s) and the warm stack's 250 ms: the session is back in pg-pool, due a check.
-    const { pid: killed, settled } = await killIdleBackend(db, 1_100)
+    // The warm stack hands it back to pg-pool after 250 ms; 1 s later (the default checkIdleAfterMs) it is due a check.
+    const { pid: killed, settled } = await killIdleBackend(db, 1_500)
     const started = performance.now()
     const { rows } = await withQueryContext({ timeoutMs: 3_000 }, () => sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(db))
     await settled
@@ -68,7 +68,7 @@ describe('a session found dead at checkout is retried on another connection (alw
   it('a write on such a connection is sent once, on the new connection: one row at the server', async () => {
     const { db, events } = setup()
     await database.admin('truncate ledger')
-    const { settled } = await killIdleBackend(db, 1_100)
+    const { settled } = await killIdleBackend(db, 1_500)
     await withQueryContext({ timeoutMs: 3_000 }, () => db.insertInto('ledger').values({ note: 'after a dead idle session' }).execute())
     await settled
     const rows = await database.admin<{ count: string }>('select count(*) from ledger')
@@ -78,7 +78,7 @@ describe('a session found dead at checkout is retried on another connection (alw
 
   it('with retry: false nothing is checked or retried: the query meets the dead session and gets its 57P01', async () => {
     const { db, events } = setup(false)
-    const { settled } = await killIdleBackend(db, 1_100)
+    const { settled } = await killIdleBackend(db, 1_500)
     const error = await rejectionOf(withQueryContext({ timeoutMs: 3_000 }, () => sql`select 1`.execute(db)))
     await settled
     expect((error as { code?: string }).code).toBe('57P01')
