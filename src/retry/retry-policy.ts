@@ -80,7 +80,8 @@ function verdict(safety: RetrySafety, reason: RetryReason): RetryVerdict {
  *   statement whose connection broke after it was sent (its outcome is
  *   unknown), and any other SQL error;
  * - always: a failed connect (57P03 cannot_connect_now during a restart, or
- *   the server unreachable), and a session found dead at checkout;
+ *   the server unreachable), and a session whose check at checkout failed,
+ *   whatever the error (the check is ours; the caller's work was not sent);
  * - opt in: a read outside a transaction whose connection broke or was shut
  *   down after it was sent (08xxx, 57P01, 57P02), and a whole transaction
  *   that lost to a serialization failure (40001) or a deadlock (40P01).
@@ -100,7 +101,8 @@ export function classifyFailure(error: unknown, site: FailureSite): RetryVerdict
       if (code === '57P03') return verdict('always', 'cannot_connect_now')
       return isConnectionFailure(error) ? verdict('always', 'connect_failed') : NEVER
     case 'checkout':
-      return isConnectionFailure(error) ? verdict('always', 'dead_at_checkout') : NEVER
+      // The check at checkout is our own statement: whatever it met (a dead socket, a stray cancel), nothing of the caller's was sent.
+      return verdict('always', 'dead_at_checkout')
     case 'transaction':
       if (code === '40001') return verdict('opt_in', 'serialization_failure')
       if (code === '40P01') return verdict('opt_in', 'deadlock_detected')

@@ -19,6 +19,8 @@ describe('classifyFailure: what is always safe, what only on request, what never
     expect(classifyFailure(refused, { stage: 'connect' })).toEqual({ safety: 'always', reason: 'connect_failed' })
     expect(classifyFailure(pgError('57P03', 'the database system is starting up'), { stage: 'connect' })).toEqual({ safety: 'always', reason: 'cannot_connect_now' })
     expect(classifyFailure(new Error('Connection terminated unexpectedly'), { stage: 'connect' })).toEqual({ safety: 'always', reason: 'connect_failed' })
+    // The check at checkout is ours: even a stray 57014 on it leaves the caller's work unsent.
+    expect(classifyFailure(pgError('57014', 'canceling statement due to user request'), { stage: 'checkout' })).toEqual({ safety: 'always', reason: 'dead_at_checkout' })
     expect(classifyFailure(new Error('Client has encountered a connection error and is not queryable'), { stage: 'checkout' })).toEqual({
       safety: 'always',
       reason: 'dead_at_checkout',
