@@ -39,8 +39,8 @@ export class GovernedConnection implements DatabaseConnection {
     return this.#lease.session.client
   }
 
-  async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
-    return toQueryResult(await this.#lease.session.execute<R>(compiledQuery.sql, compiledQuery.parameters, compiledQuery.queryId?.queryId))
+  executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+    return this.#lease.session.executeAs<R, QueryResult<R>>(toQueryResult, compiledQuery.sql, compiledQuery.parameters, compiledQuery.queryId?.queryId)
   }
 
   async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize: number): AsyncIterableIterator<QueryResult<R>> {
