@@ -5,7 +5,6 @@ import {
   type DatabaseIntrospector,
   type Dialect,
   type DialectAdapter,
-  type Driver,
   type Kysely,
   type QueryCompiler,
 } from 'kysely'
@@ -100,7 +99,7 @@ export class GovernedPostgresDialect implements Dialect {
     if (config.logger !== undefined || config.sqlComment) void enableOpenTelemetryTraces()
   }
 
-  createDriver(): Driver {
+  createDriver(): GovernedDriver {
     const config = this.#config
     const driver = new GovernedDriver(config, {
       policies: this.policies,
