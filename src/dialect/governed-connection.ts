@@ -1,6 +1,7 @@
 import type { CompiledQuery, ControlConnectionProvider, DatabaseConnection, QueryResult } from 'kysely'
 import type { Governor } from '../governor/governor.js'
 import type { Lease } from '../governor/lease.js'
+import { currentQueryContext } from '../context/query-context.js'
 import { isKyselyWrite, rerunRead } from '../retry/read-retry.js'
 import type { PgPoolClient, PgQueryResult } from '../session/pg-types.js'
 
@@ -46,18 +47,17 @@ export class GovernedConnection implements DatabaseConnection {
     return this.#lease.session.client
   }
 
-  async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+  executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
     const { sql, parameters, queryId } = compiledQuery
-    let result: PgQueryResult<R>
-    try {
-      result = await this.#lease.session.execute<R>(sql, parameters, queryId?.queryId)
-    } catch (error) {
-      if (!this.#governor) throw error
-      result = await rerunRead(error, this.#lease, this.#governor, isKyselyWrite(compiledQuery), (lease) => (this.#lease = lease), (lease) =>
-        lease.session.execute<R>(sql, parameters, queryId?.queryId),
-      )
-    }
-    return toQueryResult(result)
+    const running = this.#lease.session.executeAs<R, QueryResult<R>>(toQueryResult, sql, parameters, queryId?.queryId)
+    // Only work whose caller said its statements are reads may run again after its connection broke; the rest pays no promise for it.
+    const governor = this.#governor
+    if (!governor?.retries.readsOptedIn(currentQueryContext())) return running
+    return running.catch((error: unknown) =>
+      rerunRead(error, this.#lease, governor, isKyselyWrite(compiledQuery), (lease) => (this.#lease = lease), (lease) =>
+        lease.session.executeAs<R, QueryResult<R>>(toQueryResult, sql, parameters, queryId?.queryId),
+      ),
+    )
   }
 
   async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize: number): AsyncIterableIterator<QueryResult<R>> {

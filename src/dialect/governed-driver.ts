@@ -56,7 +56,8 @@ export class GovernedDriver implements Driver {
   async acquireConnection(options?: AbortableOperationOptions): Promise<DatabaseConnection> {
     const governor = this.#governor
     if (!governor) throw new GovernorError('POOL_CLOSED', 'driver has already been destroyed')
-    const lease = await governor.acquire(options?.signal)
+    const signal = options?.signal
+    const lease = (signal ? undefined : governor.tryAcquire()) ?? (await governor.acquire(signal))
     const connection = new GovernedConnection(lease, governor)
     const { onCreateConnection, onReserveConnection } = this.#config
     try {

@@ -151,14 +151,13 @@ export class Governor {
   async acquire(signal?: AbortSignal): Promise<Lease> {
     const pool = this.#pool
     if (!pool) throw new GovernorError('POOL_CLOSED', 'the pool has been closed')
+    const quick = signal ? undefined : this.tryAcquire()
+    if (quick) return quick
     const gate = this.#gate
     const { events } = this.#parts
     const observed = events.has('acquire')
     const startedAt = observed ? now() : 0
     const admitted = gate.tryAcquire() || (!signal && gate.tryAcquireFor(currentRank(this.#parts.policies)))
-    // The hot path: a permit and a warm session; no pg-pool, no budget, no timer.
-    const warm = admitted && !signal ? this.#warm?.take() : undefined
-    if (warm) return this.#lease(warm, false, observed, startedAt, undefined, undefined)
     const ticket = this.#ticket(signal, admitted)
     let loan: Loan<GovernedSession> | undefined
     let fresh = false
@@ -211,6 +210,25 @@ export class Governor {
       throw error
     }
     return this.#lease(loan, fresh, observed, startedAt, createMs, ticket)
+  }
+
+  /**
+   * The hot path of {@link acquire}, without a promise: a lease at once when
+   * a permit is free for the ambient criticality and a kept session waits (no
+   * pg-pool, no budget, no timer); else `undefined`, and nothing was taken.
+   *
+   * @example
+   * ```ts
+   * const lease = governor.tryAcquire() ?? (await governor.acquire())
+   * ```
+   */
+  tryAcquire(): Lease | undefined {
+    const warm = this.#warm
+    if (!warm || warm.size === 0 || !this.#pool) return undefined
+    const gate = this.#gate
+    if (!gate.tryAcquire() && !gate.tryAcquireFor(currentRank(this.#parts.policies))) return undefined
+    const observed = this.#parts.events.has('acquire')
+    return this.#lease(warm.take() as Loan<GovernedSession>, false, observed, observed ? now() : 0, undefined, undefined)
   }
 
   /** Hands a session back to pg-pool; its idle time there, for the check at checkout, counts from `at`. */

@@ -71,6 +71,19 @@ export class ConnectRetries {
     return retryScopeOf(context?.retry, this.#policies?.resolve(context?.domain).retry, this.#settings)
   }
 
+  /**
+   * Whether work under `context` said its statements are reads (`reads`, on
+   * the context or its domain's policy): {@link scopeOf}'s `reads`, without
+   * allocating, since every statement asks.
+   */
+  readsOptedIn(context: QueryContext | undefined): boolean {
+    const own = context?.retry
+    if (own === false) return false
+    if (own?.reads !== undefined) return own.reads
+    const policy = this.#policies?.resolve(context?.domain).retry
+    return policy !== undefined && policy !== false && policy.reads === true
+  }
+
   /** The budget of work that starts now under the ambient context: its deadline, or its domain's timeout from now. */
   ticketNow(): RetryTicket {
     if (this.#policies) return currentBudget(this.#policies)

@@ -92,7 +92,15 @@ export class GovernedSession implements StatementHost {
   }
 
   /** Runs one statement under the ambient budget. */
-  async execute<R>(sql: string, parameters: ReadonlyArray<unknown>, queryId?: string): Promise<PgQueryResult<R>> {
+  execute<R>(sql: string, parameters: ReadonlyArray<unknown>, queryId?: string): Promise<PgQueryResult<R>> {
+    return this.executeAs<R, PgQueryResult<R>>(asIs, sql, parameters, queryId)
+  }
+
+  /**
+   * {@link execute}, with the result translated by `map` before the promise
+   * settles: an adapter's translation then costs no promise of its own.
+   */
+  async executeAs<R, T>(map: (result: PgQueryResult<R>) => T, sql: string, parameters: ReadonlyArray<unknown>, queryId?: string): Promise<T> {
     let budget = currentBudget(this.#services.policies)
     const settling = this.#settler.settled()
     if (settling) budget = await this.#waitSettled(settling, budget)
@@ -109,7 +117,7 @@ export class GovernedSession implements StatementHost {
       throw withCallerStack(error, new Error())
     }
     if (StatementTimeoutCache.isCallerCommand(sql)) await this.#learnCallerStatementTimeout(sql, budget)
-    return result
+    return map(result)
   }
 
   /** Streams one statement's rows through a pg-cursor, `chunkSize` at a time, under the ambient budget. */
@@ -413,4 +421,8 @@ const ROLLED_BACK: PgQueryResult<unknown> = Object.freeze({ command: 'ROLLBACK',
 
 function noError(): undefined {
   return undefined
+}
+
+function asIs<T>(value: T): T {
+  return value
 }

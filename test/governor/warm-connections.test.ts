@@ -112,6 +112,26 @@ describe('warm connections: released connections kept for the next query', () =>
     expect(setup.pool.totalCount).toBe(0)
   })
 
+  it('tryAcquire hands out a kept session with a free permit at once, and takes nothing when it cannot', async () => {
+    const driver = governed(database, { max: 1 }).dialect.createDriver()
+    await driver.init()
+    const governor = driver.governor as NonNullable<typeof driver.governor>
+    // Nothing kept yet: nothing is taken, and acquire() is the way on.
+    expect(governor.tryAcquire()).toBeUndefined()
+    expect(governor.stats()).toMatchObject({ warm: 0, permits: 0 })
+    ;(await governor.acquire()).release()
+    expect(governor.stats()).toMatchObject({ warm: 1, permits: 0 })
+    const lease = governor.tryAcquire()
+    expect(lease?.session.pid).toBeTypeOf('number')
+    expect(governor.stats()).toMatchObject({ warm: 0, permits: 1 })
+    expect(governor.tryAcquire()).toBeUndefined()
+    expect(governor.stats()).toMatchObject({ warm: 0, permits: 1 })
+    lease?.release()
+    expect(governor.stats()).toMatchObject({ warm: 1, permits: 0 })
+    await driver.destroy()
+    expect(governor.tryAcquire()).toBeUndefined()
+  })
+
   it('goes through pg-pool for every query when turned off, or when the pool sets maxUses', async () => {
     const off = counted(database, { max: 2 }, { warmConnections: false })
     const maxUses = counted(database, { max: 2, maxUses: 1_000 })
