@@ -35,13 +35,13 @@
  * Targets (pg-governor): lateness p99 <= 10 ms in every fault, 0 wrong cancels,
  * 0 wrong results, 0 errors after the heal.
  *
- * Knobs: BENCH_FAULTS (name prefixes, comma-separated; all), BENCH_FAULT_RUNS (3), BENCH_FAULT_WORKERS (8), BENCH_AFTER_HEAL (100), BENCH_PROXY (process|inline),
+ * Knobs: BENCH_FAULTS (name prefixes, comma-separated; all), BENCH_FAULT_RUNS (3), BENCH_FAULT_WORKERS (8), BENCH_AFTER_HEAL (100), BENCH_PROXY (process|inline), BENCH_FAULT_DEBUG=1 (each late rejection and GC pause),
  * BENCH_LIB (build|src), PG_BENCH_URL.
  *
  *   npx tsx bench/faults.ts      (npm run bench:faults)
  */
 import { Kysely, PostgresDialect, sql } from 'kysely'
-import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
 import pg from 'pg'
 import { startFaultProxy, type FaultProxy } from '../test/support/fault-proxy.js'
 import { startFaultProxyProcess } from '../test/support/fault-proxy-process.js'
@@ -111,6 +111,14 @@ const POOL_MAX = 4
 /** `process`: the proxy runs in a child process (its stalls are not the bench's); `inline`: in this process, as before. */
 const PROXY = process.env['BENCH_PROXY'] ?? 'process'
 if (PROXY !== 'process' && PROXY !== 'inline') throw new Error(`BENCH_PROXY must be process or inline; got ${PROXY}`)
+
+/** Prints every rejection 10 ms or more past its deadline (its message says when it was made: waited/ran) and every GC pause over 4 ms. */
+const DEBUG = process.env['BENCH_FAULT_DEBUG'] === '1'
+if (DEBUG) {
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) if (entry.duration > 4) console.log(`  [debug] gc at ${entry.startTime.toFixed(0)} ms: ${entry.duration.toFixed(1)} ms`)
+  }).observe({ entryTypes: ['gc'] })
+}
 
 let uncaught = 0
 process.on('uncaughtException', () => uncaught++)
@@ -185,6 +193,7 @@ async function measure(setup: Setup, fault: FaultSpec, proxy: FaultProxy, admin:
       if (at < deadlineAt - 1) await new Promise((resolve) => setTimeout(resolve, Math.max(10, Math.min(1_000, (error as { retryAfterMs?: number }).retryAfterMs ?? 0))))
       const phase = (error as { phase?: string }).phase
       const lateBy = at >= deadlineAt + 10 ? ` (late ${Math.round(at - deadlineAt)} ms)` : ''
+      if (DEBUG && lateBy) console.log(`  [debug] ${setup.label} at ${at.toFixed(0)} ms${lateBy}: ${(error as Error).message}`)
       const kind = `${afterHeal ? 'after heal: ' : ''}${(error as Error).constructor?.name} ${sqlStateOf(error) ?? (error as { code?: string }).code ?? ''}${phase ? ` phase ${phase}` : ''}${lateBy} ${String((error as Error).message).slice(0, 60)}`
       tally.kinds.set(kind, (tally.kinds.get(kind) ?? 0) + 1)
       return false
