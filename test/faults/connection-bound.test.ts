@@ -26,13 +26,17 @@ describe('server connections never above pool max + control (issue 12)', () => {
     const max = 2
     const app = 'faults-bound'
     const { db, dialect } = governedThrough(faults.url, { max, application_name: app }, { warmConnections: false, controlConnection: { timeoutMs: 200 } })
+    let destroyedByCancel = 0
+    dialect.events.on('cancel', (event) => {
+      if (event.destroyed) destroyedByCancel++
+    })
     let sampling = true
     let most: Backend[] = []
     const sampler = (async () => {
       while (sampling) {
         const rows = await database.admin<Backend>(`select pid, application_name as app, state, left(query, 40) as query from pg_stat_activity where application_name like $1`, [`${app}%`])
         if (rows.length > most.length) most = rows
-        await sleep(5)
+        await sleep(2)
       }
     })()
     try {
@@ -43,7 +47,10 @@ describe('server connections never above pool max + control (issue 12)', () => {
       let streaming = true
       const callers = (async () => {
         for (let i = 0; streaming; i++) {
-          stream.push(settledAt(withQueryContext({ timeoutMs: 300 }, () => sql`select pg_sleep(${i % 2 === 0 ? 0.6 : 0.01}), ${i}::int as n`.execute(db))))
+          // Half stopped by their deadline, half by an abort while their deadline (and statement_timeout) is far: those keep running at the server.
+          const signal = AbortSignal.timeout(300)
+          const context = i % 2 === 0 ? { timeoutMs: 300 } : { timeoutMs: 10_000, signal }
+          stream.push(settledAt(withQueryContext(context, () => sql`select pg_sleep(${i % 4 < 2 ? 4 : 0.01}), ${i}::int as n`.execute(db))))
           await sleep(20)
         }
       })()
@@ -57,7 +64,8 @@ describe('server connections never above pool max + control (issue 12)', () => {
       await Promise.all(stream)
       await waitFor('the pool to return to rest', async () => dialect.poolStats().permits === 0 && dialect.poolStats().waiting === 0, 8_000)
       await sleep(300)
-      console.log(`[connection-bound] most server connections seen: ${most.length} (max ${max} + control 1): ${JSON.stringify(most)}`)
+      console.log(`[connection-bound] ${stream.length} queries, ${destroyedByCancel} connections destroyed for an unconfirmed cancel; most server connections seen: ${most.length} (max ${max} + control 1): ${JSON.stringify(most)}`)
+      expect(destroyedByCancel).toBeGreaterThan(0)
       expect(most.length).toBeLessThanOrEqual(max + 1)
     } finally {
       sampling = false
