@@ -74,8 +74,9 @@ export class Governor {
     this.#parts = parts
     const { events } = parts
     this.#breaker = new CircuitBreaker(parts.circuitBreaker, (state) => events.emit('circuit', state))
-    this.#gate = new AdmissionGate(poolMax(pool), parts.admission, this.#estimator, this.#breaker)
-    this.#retries = new ConnectRetries(parts.retry ?? resolveRetryOptions(undefined), (event) => events.emit('retry', event))
+    const retry = parts.retry ?? resolveRetryOptions(undefined)
+    this.#gate = new AdmissionGate(poolMax(pool), parts.admission, this.#estimator, this.#breaker, undefined, retry.waitForRecovery)
+    this.#retries = new ConnectRetries(retry, (event) => events.emit('retry', event))
     this.#leaks = parts.leakDetectionThresholdMs === undefined ? undefined : new LeakDetector(parts.leakDetectionThresholdMs, events)
     // An unhandled 'error' from an idle client would crash the process (a server restart does that).
     pool.on?.('error', (error) => events.emit('poolError', error))
@@ -304,14 +305,8 @@ export class Governor {
 
   async #admit(ticket: AdmissionTicket): Promise<void> {
     try {
-      // With `retry.waitForRecovery`, a refusal by the open breaker waits for its probe while the deadline allows.
-      while (true) {
-        try {
-          return await this.#gate.acquire(ticket)
-        } catch (error) {
-          if (!(await this.#retries.waitsForRecovery(error, ticket))) throw error
-        }
-      }
+      // While the breaker is not closed, the gate holds the caller for the probe's outcome when it can come in time.
+      await this.#gate.acquire(ticket)
     } catch (error) {
       const { events } = this.#parts
       if (error instanceof LoadShedError && events.has('shed')) {
