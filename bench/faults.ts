@@ -23,7 +23,10 @@
  * that was never stopped); uncaught errors in the process; the most server
  * connections of the setup's application_name seen (sampled every 20 ms from
  * an admin connection that bypasses the proxy); the longest event-loop stall
- * of this process (the proxy runs in it too), a floor under any lateness.
+ * of this process, a floor under any lateness. The proxy runs in a child
+ * process of its own (test/support/fault-proxy-process.ts), so that its
+ * timers and copies do not stall the process that measures; BENCH_PROXY=inline
+ * runs it in this process, as the first version of this bench did.
  * Faults:
  *   - latency: server->client 2000 ± 500 ms for 4 s, deadline 1500 ms;
  *   - partition: nothing delivered either way for 3 s, then healed (held
@@ -32,15 +35,16 @@
  * Targets (pg-governor): lateness p99 <= 10 ms in every fault, 0 wrong cancels,
  * 0 wrong results, 0 errors after the heal.
  *
- * Knobs: BENCH_FAULTS (name prefixes, comma-separated; all), BENCH_FAULT_RUNS (3), BENCH_FAULT_WORKERS (8), BENCH_AFTER_HEAL (100),
+ * Knobs: BENCH_FAULTS (name prefixes, comma-separated; all), BENCH_FAULT_RUNS (3), BENCH_FAULT_WORKERS (8), BENCH_AFTER_HEAL (100), BENCH_PROXY (process|inline), BENCH_FAULT_DEBUG=1 (each late rejection and GC pause),
  * BENCH_LIB (build|src), PG_BENCH_URL.
  *
  *   npx tsx bench/faults.ts      (npm run bench:faults)
  */
 import { Kysely, PostgresDialect, sql } from 'kysely'
-import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
 import pg from 'pg'
 import { startFaultProxy, type FaultProxy } from '../test/support/fault-proxy.js'
+import { startFaultProxyProcess } from '../test/support/fault-proxy-process.js'
 import { seededRandom } from '../test/support/seeded-random.js'
 import { envInt } from './support/env.js'
 import { check, fmt, printChecks, printTable, type Check } from './support/format.js'
@@ -104,6 +108,17 @@ const RUNS = envInt('BENCH_FAULT_RUNS', 3)
 const WORKERS = envInt('BENCH_FAULT_WORKERS', 8)
 const AFTER_HEAL = envInt('BENCH_AFTER_HEAL', 100)
 const POOL_MAX = 4
+/** `process`: the proxy runs in a child process (its stalls are not the bench's); `inline`: in this process, as before. */
+const PROXY = process.env['BENCH_PROXY'] ?? 'process'
+if (PROXY !== 'process' && PROXY !== 'inline') throw new Error(`BENCH_PROXY must be process or inline; got ${PROXY}`)
+
+/** Prints every rejection 10 ms or more past its deadline (its message says when it was made: waited/ran) and every GC pause over 4 ms. */
+const DEBUG = process.env['BENCH_FAULT_DEBUG'] === '1'
+if (DEBUG) {
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) if (entry.duration > 4) console.log(`  [debug] gc at ${entry.startTime.toFixed(0)} ms: ${entry.duration.toFixed(1)} ms`)
+  }).observe({ entryTypes: ['gc'] })
+}
 
 let uncaught = 0
 process.on('uncaughtException', () => uncaught++)
@@ -178,6 +193,7 @@ async function measure(setup: Setup, fault: FaultSpec, proxy: FaultProxy, admin:
       if (at < deadlineAt - 1) await new Promise((resolve) => setTimeout(resolve, Math.max(10, Math.min(1_000, (error as { retryAfterMs?: number }).retryAfterMs ?? 0))))
       const phase = (error as { phase?: string }).phase
       const lateBy = at >= deadlineAt + 10 ? ` (late ${Math.round(at - deadlineAt)} ms)` : ''
+      if (DEBUG && lateBy) console.log(`  [debug] ${setup.label} at ${at.toFixed(0)} ms${lateBy}: ${(error as Error).message}`)
       const kind = `${afterHeal ? 'after heal: ' : ''}${(error as Error).constructor?.name} ${sqlStateOf(error) ?? (error as { code?: string }).code ?? ''}${phase ? ` phase ${phase}` : ''}${lateBy} ${String((error as Error).message).slice(0, 60)}`
       tally.kinds.set(kind, (tally.kinds.get(kind) ?? 0) + 1)
       return false
@@ -248,7 +264,7 @@ function row(fault: FaultSpec, label: string, tallies: readonly Tally[]): (strin
 async function main(): Promise<void> {
   const { governor, label } = await loadGovernor()
   const server = await startBenchServer()
-  console.log(`PostgreSQL ${server.version} (${server.source}); library: ${label}; runs ${RUNS}, workers ${WORKERS}, pool ${POOL_MAX}`)
+  console.log(`PostgreSQL ${server.version} (${server.source}); library: ${label}; runs ${RUNS}, workers ${WORKERS}, pool ${POOL_MAX}; proxy ${PROXY === 'inline' ? 'in this process' : 'in a child process'}`)
   const admin = new pg.Client({ connectionString: server.url })
   await admin.connect()
   const rows: (string | number)[][] = []
@@ -259,7 +275,7 @@ async function main(): Promise<void> {
       const results: Record<string, Tally[]> = { 'pg-governor': [], 'Kysely PostgresDialect': [] }
       for (let run = 0; run < RUNS; run++) {
         for (const which of run % 2 === 0 ? ['governed', 'kysely'] : ['kysely', 'governed']) {
-          const proxy = await startFaultProxy(server.url, { random: seededRandom(1_000 + run) })
+          const proxy = PROXY === 'inline' ? await startFaultProxy(server.url, { random: seededRandom(1_000 + run) }) : await startFaultProxyProcess(server.url, { seed: 1_000 + run })
           const setup = which === 'governed' ? governedSetup(governor, proxy.url, run) : kyselySetup(proxy.url, run)
           try {
             results[setup.label]?.push(await measure(setup, fault, proxy, admin))

@@ -6,6 +6,7 @@ import type { ResolvedAdmissionPolicy } from './admission-policy.js'
 import { CapacityCeiling } from './capacity-ceiling.js'
 import type { CircuitBreaker } from './circuit-breaker.js'
 import type { LoadEstimator } from './load-estimator.js'
+import { ProbeQueue } from './probe-queue.js'
 import { Waiter, type AdmissionTicket } from './waiter.js'
 import { WaiterHeap } from './waiter-heap.js'
 
@@ -37,6 +38,8 @@ export class AdmissionGate {
   readonly #estimator: LoadEstimator
   readonly #breaker: CircuitBreaker
   readonly #queue = new WaiterHeap<Waiter>()
+  /** Callers the breaker would refuse, waiting for its probe's outcome. */
+  readonly #probes: ProbeQueue
   readonly #waitingByRank: [number, number, number, number] = [0, 0, 0, 0]
   /** Below this many permits + waiters, every level is admitted without looking at its context. */
   readonly #freeAdmissionLimit: number
@@ -47,7 +50,15 @@ export class AdmissionGate {
   #probeTimer: NodeJS.Timeout | undefined
   #inUse = 0
 
-  constructor(max: number, policy: ResolvedAdmissionPolicy, estimator: LoadEstimator, breaker: CircuitBreaker, ceiling: CapacityCeiling = new CapacityCeiling(max)) {
+  /** `waitForRecovery`: a caller waiting for the breaker's probe waits for the next one when it fails, while its deadline allows (`retry.waitForRecovery`). */
+  constructor(
+    max: number,
+    policy: ResolvedAdmissionPolicy,
+    estimator: LoadEstimator,
+    breaker: CircuitBreaker,
+    ceiling: CapacityCeiling = new CapacityCeiling(max),
+    waitForRecovery = false,
+  ) {
     if (policy.reserve >= max) {
       throw new InvalidOptionError('admission.reserve', `must be below the pool's max (${max}); got ${policy.reserve}`)
     }
@@ -59,6 +70,11 @@ export class AdmissionGate {
     this.#freeAdmissionLimit = Math.min(Math.ceil(lowest * max), max - policy.reserve)
     this.#ceiling = ceiling
     this.#fastLimit = this.#freeAdmissionLimit
+    this.#probes = new ProbeQueue(
+      breaker,
+      { loadRefusal: (ticket) => this.#loadRefusal(ticket), circuitOpen: (ticket) => this.#circuitOpen(ticket), place: (waiter) => this.#place(waiter) },
+      { waitForRecovery, maxWaiting: policy.maxWaiting },
+    )
   }
 
   /** Connections the server has let this pool reach: `max` unless a refusal for capacity capped it. */
@@ -126,9 +142,9 @@ export class AdmissionGate {
     return this.#inUse
   }
 
-  /** Callers waiting for a permit. */
+  /** Callers waiting: for a permit, or for the breaker's probe. */
   get waiting(): number {
-    return this.#queue.size
+    return this.#queue.size + this.#probes.size
   }
 
   /** `(in use + waiting) / max`, with `max` lowered to the ceiling the server lets this pool reach. */
@@ -188,21 +204,24 @@ export class AdmissionGate {
 
   /**
    * The slow path: admits at once, refuses with a {@link LoadShedError}, or
-   * queues the caller until a permit, its deadline or its abort.
+   * queues the caller until a permit, its deadline or its abort. While the
+   * breaker is not closed, the caller waits for the probe's outcome when it
+   * can come within its budget (see {@link ProbeQueue}), or is refused with
+   * `circuit_open` at once.
    */
   acquire(ticket: AdmissionTicket): Promise<void> {
-    const refusal = this.#refusal(ticket)
+    if (this.#breaker.state !== 'closed') {
+      if (!this.#probes.accepts(ticket)) return Promise.reject(this.#circuitOpen(ticket))
+      return new Promise<void>((resolve, reject) => this.#probes.push(new Waiter(this, ticket, resolve, reject)))
+    }
+    const refusal = this.#loadRefusal(ticket)
     if (refusal) return Promise.reject(refusal)
     const { rank } = ticket
     if (this.#inUse < this.#limitFor(rank) && this.#waitingAtOrAbove(rank) === 0) {
       this.#inUse++
       return Promise.resolve()
     }
-    return new Promise<void>((resolve, reject) => {
-      this.#queue.push(new Waiter(this, ticket, resolve, reject))
-      this.#count(rank, +1)
-      this.#armProbe()
-    })
+    return new Promise<void>((resolve, reject) => this.#enqueue(new Waiter(this, ticket, resolve, reject)))
   }
 
   /**
@@ -216,7 +235,7 @@ export class AdmissionGate {
     if (next && this.#inUse - 1 < this.#limitFor(next.rank)) {
       this.#queue.pop()
       this.#count(next.rank, -1)
-      this.#estimator.recordWait(now() - next.enqueuedAt)
+      this.#estimator.recordWait(now() - next.queuedAt)
       next.grant()
     } else {
       this.#inUse--
@@ -232,6 +251,7 @@ export class AdmissionGate {
   rejectAll(error: Error): void {
     if (this.#probeTimer) clearTimeout(this.#probeTimer)
     this.#probeTimer = undefined
+    this.#probes.rejectAll(error)
     for (let waiter = this.#queue.pop(); waiter; waiter = this.#queue.pop()) {
       this.#count(waiter.rank, -1)
       waiter.fail(error)
@@ -240,18 +260,26 @@ export class AdmissionGate {
 
   /** Takes a waiter out of the queue; false when it was already granted or gone. */
   withdraw(waiter: Waiter): boolean {
-    if (!this.#queue.remove(waiter)) return false
+    if (!this.#queue.remove(waiter)) return this.#probes.remove(waiter)
     this.#count(waiter.rank, -1)
     return true
   }
 
-  #refusal(ticket: AdmissionTicket): LoadShedError | undefined {
-    const breaker = this.#breaker
-    if (breaker.state === 'closed') return this.#loadRefusal(ticket)
-    if (!breaker.probeDue) return this.#circuitOpen(ticket)
-    // The probe is due. Load is judged first, so that a caller refused for
-    // load does not take the probe and leave it unreported.
-    return this.#loadRefusal(ticket) ?? (breaker.allows() ? undefined : this.#circuitOpen(ticket))
+  /** A waiter admitted by load (a caller out of the probe queue): a permit now, or a place in the permit queue. */
+  #place(waiter: Waiter): void {
+    if (this.#inUse < this.#limitFor(waiter.rank) && this.#waitingAtOrAbove(waiter.rank) === 0) {
+      this.#inUse++
+      waiter.grant()
+    } else {
+      waiter.queuedAt = now()
+      this.#enqueue(waiter)
+    }
+  }
+
+  #enqueue(waiter: Waiter): void {
+    this.#queue.push(waiter)
+    this.#count(waiter.rank, +1)
+    this.#armProbe()
   }
 
   #circuitOpen(ticket: AdmissionTicket): LoadShedError {
@@ -332,7 +360,7 @@ export class AdmissionGate {
     for (let next = this.#queue.peek(); next && this.#inUse < this.#limitFor(next.rank); next = this.#queue.peek()) {
       this.#queue.pop()
       this.#count(next.rank, -1)
-      this.#estimator.recordWait(now() - next.enqueuedAt)
+      this.#estimator.recordWait(now() - next.queuedAt)
       this.#inUse++
       next.grant()
     }

@@ -66,6 +66,10 @@ const CLOSED: BreakerState = Object.freeze({ kind: 'closed', failures: 0 })
  * a probe that has not reported by then is presumed lost and the next caller
  * probes instead. A connect slower than the lease therefore overlaps with at
  * most one more probe per `resetAfterMs`.
+ *
+ * The breaker only says who may connect; the admission gate decides what a
+ * caller it refuses does: wait for the probe's outcome when it can come
+ * within the caller's budget, or fail fast (`probe-queue.ts`).
  */
 export class CircuitBreaker {
   readonly #threshold: number
@@ -73,6 +77,7 @@ export class CircuitBreaker {
   readonly #onChange: (state: CircuitState) => void
   readonly #clock: () => number
   #state: BreakerState = CLOSED
+  #listener: (() => void) | undefined
 
   /** `clock` is the monotonic clock in milliseconds; tests pass a fake one. */
   constructor(options: CircuitBreakerOptions = {}, onChange: (state: CircuitState) => void = () => {}, clock: () => number = now) {
@@ -98,6 +103,24 @@ export class CircuitBreaker {
   get retryAfterMs(): number {
     const state = this.#state
     return state.kind === 'open' ? Math.max(0, Math.ceil(state.probeAt - this.#clock())) : 0
+  }
+
+  /**
+   * When a probe may next go: the time it is due while open, the end of the
+   * lease of the probe that is out while half open, `-Infinity` when closed.
+   */
+  get nextProbeAt(): number {
+    const state = this.#state
+    return state.kind === 'closed' ? -Infinity : state.kind === 'open' ? state.probeAt : state.leaseUntil
+  }
+
+  /**
+   * @internal The admission gate's hook, the only one: called after every
+   * change of state and when a probe is given back, so that callers waiting
+   * for a probe's outcome hear of it at once.
+   */
+  listen(listener: () => void): void {
+    this.#listener = listener
   }
 
   /** Whether `allows()` would let a caller through now, without taking the probe. */
@@ -130,7 +153,9 @@ export class CircuitBreaker {
   /** The probe opened no connection (a kept one served it): the next caller probes in its place, at once. */
   releaseProbe(): void {
     const state = this.#state
-    if (state.kind === 'half_open') this.#state = { kind: 'half_open', since: state.since, leaseUntil: this.#clock() }
+    if (state.kind !== 'half_open') return
+    this.#state = { kind: 'half_open', since: state.since, leaseUntil: this.#clock() }
+    this.#listener?.()
   }
 
   /** A connection was opened (or lent by the pool): the server takes sessions. */
@@ -161,7 +186,9 @@ export class CircuitBreaker {
   #set(state: BreakerState): void {
     const changed = state.kind !== this.#state.kind
     this.#state = state
-    if (changed) this.#onChange(state.kind)
+    if (!changed) return
+    this.#onChange(state.kind)
+    this.#listener?.()
   }
 }
 

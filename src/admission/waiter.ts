@@ -41,6 +41,8 @@ export class Waiter extends BudgetWatch implements HeapEntry {
   readonly seq = nextSeq++
   readonly rank: number
   readonly enqueuedAt = now()
+  /** When it joined the permit queue (later than `enqueuedAt` when it first waited for the breaker's probe): the wait the estimator learns from. */
+  queuedAt = this.enqueuedAt
   readonly #queue: WaiterQueue
   readonly #ticket: AdmissionTicket
   readonly #resolve: () => void
@@ -54,6 +56,10 @@ export class Waiter extends BudgetWatch implements HeapEntry {
     this.#resolve = resolve
     this.#reject = reject
     this.watch()
+  }
+
+  get ticket(): AdmissionTicket {
+    return this.#ticket
   }
 
   grant(): void {

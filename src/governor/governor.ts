@@ -77,8 +77,8 @@ export class Governor {
     this.#parts = parts
     const { events } = parts
     this.#breaker = new CircuitBreaker(parts.circuitBreaker, (state) => events.emit('circuit', state))
-    this.#gate = new AdmissionGate(poolMax(pool), parts.admission, this.#estimator, this.#breaker)
     const retry = parts.retry ?? resolveRetryOptions(undefined)
+    this.#gate = new AdmissionGate(poolMax(pool), parts.admission, this.#estimator, this.#breaker, undefined, retry.waitForRecovery)
     this.#retries = new ConnectRetries(retry, (event) => events.emit('retry', event), parts.policies)
     this.#checkout = retry.checkIdleAfterMs < Infinity ? new CheckoutCheck(retry.checkIdleAfterMs) : undefined
     this.#leaks = parts.leakDetectionThresholdMs === undefined ? undefined : new LeakDetector(parts.leakDetectionThresholdMs, events)
@@ -337,14 +337,8 @@ export class Governor {
 
   async #admit(ticket: AdmissionTicket): Promise<void> {
     try {
-      // With `retry.waitForRecovery`, a refusal by the open breaker waits for its probe while the deadline allows.
-      while (true) {
-        try {
-          return await this.#gate.acquire(ticket)
-        } catch (error) {
-          if (!(await this.#retries.waitsForRecovery(error, ticket))) throw error
-        }
-      }
+      // While the breaker is not closed, the gate holds the caller for the probe's outcome when it can come in time.
+      await this.#gate.acquire(ticket)
     } catch (error) {
       const { events } = this.#parts
       if (error instanceof LoadShedError && events.has('shed')) {

@@ -1,7 +1,6 @@
 import { BudgetRace } from '../context/budget-race.js'
 import type { WatchedBudget } from '../context/budget-watch.js'
 import { now } from '../context/monotonic-clock.js'
-import { LoadShedError } from '../errors/load-shed-error.js'
 import { errorForStop } from '../errors/stop-error.js'
 import { markAttempts } from './retry-attempts.js'
 import { RetryBudget } from './retry-budget.js'
@@ -44,8 +43,9 @@ export interface RetryEvent {
  * The retries of the governor's acquire path, for work that never reached
  * the server: a connect that failed (57P03 during a restart, a refused or
  * dropped connection). One per pool, with the pool's {@link RetryBudget}.
- * Also, when `waitForRecovery` is on, the wait of a caller refused by an
- * open breaker for the breaker's probe, within its deadline.
+ * The wait for the breaker's probe itself is the admission gate's (its
+ * probe queue); `waitForRecovery` only sends a caller whose connect failed
+ * while the breaker is open back to it, rather than failing it.
  *
  * @example
  * ```ts
@@ -154,20 +154,6 @@ export class ConnectRetries {
     if (waits) return
     if (!decision.retry) throw markAttempts(error, attempts)
     if (decision.delayMs > 0) await sleepWithin(decision.delayMs, ticket)
-  }
-
-  /**
-   * Whether a caller refused by an open breaker waits for its probe and asks
-   * again: only with `waitForRecovery`, a deadline, and the probe due before
-   * it. Resolves true after the wait (jittered, so that waiters do not come
-   * back together); false when the refusal stands.
-   */
-  async waitsForRecovery(error: unknown, ticket: RetryTicket): Promise<boolean> {
-    if (!this.#settings.waitForRecovery || !(error instanceof LoadShedError) || error.reason !== 'circuit_open') return false
-    const waitMs = error.retryAfterMs * (1 + Math.random() / 2)
-    if (now() + waitMs >= ticket.deadline) return false
-    await sleepWithin(waitMs, ticket)
-    return true
   }
 }
 

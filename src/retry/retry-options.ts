@@ -22,9 +22,12 @@ export interface RetryOptions {
   /** The pool's retry budget (a token bucket). */
   readonly budget?: RetryBudgetOptions | undefined
   /**
-   * A query refused because the circuit breaker is open waits for the
-   * breaker's probe instead of failing with `LOAD_SHED` at once, while its
-   * deadline lasts (never without a deadline). The wait sends nothing to the
+   * While the circuit breaker is not closed, a query whose deadline the next
+   * probe can beat always waits for that probe's outcome (the admission
+   * gate's rule). With this option it also waits for the probes after a
+   * failed one, while its deadline lasts (never without a deadline), and a
+   * query whose connect failed and opened the breaker goes back to wait
+   * instead of getting its connect error. The wait sends nothing to the
    * server: the probe is the only attempt. Off by default: it holds callers
    * for the length of an outage rather than telling them `retryAfterMs`.
    */

@@ -71,11 +71,37 @@ export function sqlStateOf(error: unknown): string | undefined {
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined
 }
 
-/** Appends the caller's frames to a pg error, whose own stack ends in pg's protocol parser. */
+/**
+ * Appends the caller's frames to a pg error, whose own stack ends in pg's
+ * protocol parser. Lazily: a deadline can fail many statements at one
+ * instant, and formatting a stack costs (source maps make it dearer), so it
+ * happens when somebody reads `error.stack`. Where the stack is a data
+ * property (Node 20) the error's own is formatted here; from Node 22 on it is
+ * an accessor and nothing is formatted until read.
+ */
 export function withCallerStack(error: unknown, caller: Error): unknown {
-  if (error instanceof Error && typeof error.stack === 'string' && caller.stack) {
-    error.stack += `\n${caller.stack.split('\n').slice(1).join('\n')}`
-  }
+  if (!(error instanceof Error)) return error
+  const own = Object.getOwnPropertyDescriptor(error, 'stack')
+  if (!own?.configurable) return error
+  let joined: unknown
+  let formatted = false
+  Object.defineProperty(error, 'stack', {
+    configurable: true,
+    enumerable: own.enumerable ?? false,
+    get() {
+      if (!formatted) {
+        formatted = true
+        const base: unknown = own.get ? own.get.call(error) : own.value
+        const frames = caller.stack?.split('\n').slice(1).join('\n')
+        joined = typeof base === 'string' && frames ? `${base}\n${frames}` : base
+      }
+      return joined
+    },
+    set(value: unknown) {
+      formatted = true
+      joined = value
+    },
+  })
   return error
 }
 

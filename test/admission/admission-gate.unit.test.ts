@@ -288,7 +288,7 @@ describe('AdmissionGate: a waiter that gives up leaves the queue at once (invari
 })
 
 describe('AdmissionGate: circuit breaker', () => {
-  it('sheds everything while open, lets exactly one probe through when due, and admits on the fast paths once closed', async () => {
+  it('refuses at once the callers whose deadline comes before the probe, gives the due probe to one caller, holds the rest for its outcome, and admits on the fast paths once closed', async () => {
     const { gate, breaker, states } = setup(10, {}, { failureThreshold: 2 })
     breaker.recordFailure()
     expect(gate.tryAcquire()).toBe(true) // one failure: still closed
@@ -298,21 +298,25 @@ describe('AdmissionGate: circuit breaker', () => {
     expect(gate.tryAcquire()).toBe(false)
     expect(gate.tryAcquireFor(0)).toBe(false)
     for (const criticality of CRITICALITIES) {
-      const shed = await rejectionOf(gate.acquire(ticket(criticality)))
+      // The probe is due in 50 ms, after these callers' 40 ms deadlines: nothing they could wait for comes in time.
+      const shed = await rejectionOf(gate.acquire(ticket(criticality, 40)))
       expect(shed).toMatchObject({ reason: 'circuit_open', criticality, retryAfterMs: 50 })
     }
     vi.advanceTimersByTime(50)
-    // The probe is due: one caller gets it, the circuit is half open, and every other caller is shed.
-    await gate.acquire(ticket('critical'))
+    // The probe is due: one caller gets it, the circuit is half open, and every other caller waits for its outcome.
+    await gate.acquire(ticket('critical', 40))
     expect(breaker.state).toBe('half_open')
     expect(gate.tryAcquire()).toBe(false)
     expect(gate.tryAcquireFor(0)).toBe(false)
-    for (const criticality of CRITICALITIES) {
-      expect(await rejectionOf(gate.acquire(ticket(criticality)))).toMatchObject({ reason: 'circuit_open', criticality, retryAfterMs: 50 })
-    }
-    expect(gate.inUse).toBe(1)
-    // The driver reports the probe's connect.
+    const held = CRITICALITIES.map((criticality) => watch(gate.acquire(ticket(criticality, 1_000))))
+    await flush()
+    expect(held.map((waiter) => waiter.state())).toEqual(['pending', 'pending', 'pending', 'pending'])
+    expect([gate.inUse, gate.waiting]).toEqual([1, 4])
+    // The driver reports the probe's connect: the callers held for it are admitted.
     breaker.recordSuccess()
+    await flush()
+    expect(held.map((waiter) => waiter.state())).toEqual(['granted', 'granted', 'granted', 'granted'])
+    expect([gate.inUse, gate.waiting]).toEqual([5, 0])
     expect(gate.tryAcquire()).toBe(true)
     await gate.acquire(ticket('sheddable'))
     expect(states).toEqual(['open', 'half_open', 'closed'])
@@ -329,13 +333,17 @@ describe('AdmissionGate: circuit breaker', () => {
     expect(breaker.state).toBe('half_open')
   })
 
-  it('sheds with the wait until the next probe as the retry hint', async () => {
-    const { gate, breaker } = setup(10, {}, { failureThreshold: 1 })
+  it('refuses the callers held for a failed probe, with the wait until the next probe as the retry hint', async () => {
+    const { gate, breaker } = setup(10, {}, { failureThreshold: 1, resetAfterMs: 20_000 })
     breaker.recordFailure()
     vi.advanceTimersByTime(50)
     await gate.acquire(ticket('critical'))
+    const held = watch(gate.acquire(ticket('critical', 20_000)))
     vi.advanceTimersByTime(9_950)
     breaker.recordFailure() // the probe failed 10 s into the outage: the next one in a twentieth of that
-    expect(await rejectionOf(gate.acquire(ticket('critical')))).toMatchObject({ reason: 'circuit_open', retryAfterMs: 500 })
+    await flush()
+    expect(held.error()).toMatchObject({ reason: 'circuit_open', retryAfterMs: 500 })
+    expect(gate.waiting).toBe(0)
+    expect(await rejectionOf(gate.acquire(ticket('critical', 400)))).toMatchObject({ reason: 'circuit_open', retryAfterMs: 500 })
   })
 })
