@@ -99,12 +99,13 @@ export class GovernedSession implements StatementHost {
     this.#assertUsable()
     const preparing = this.#prepare(budget)
     if (preparing) await preparing
-    const text = this.#textOf(sql, budget)
+    const carried = this.#strategy.carry(sql, parameters, budget.deadline, this.#transactionStatus())
+    const text = this.#textOf(carried ?? sql, budget)
     let result: PgQueryResult<R>
     try {
       // Without a wait or a SET nothing was awaited since the budget was taken: its clock reading is the send time.
       const sentAt = preparing || settling ? now() : budget.startedAt
-      result = await new StatementRun<R>(this, budget, queryId).start(this.#client, text, parameters, sentAt)
+      result = await new StatementRun<R>(this, budget, queryId, carried !== undefined).start(this.#client, text, parameters, sentAt)
     } catch (error) {
       throw withCallerStack(error, new Error())
     }
@@ -227,7 +228,38 @@ export class GovernedSession implements StatementHost {
 
   /** @internal A statement was stopped by its budget. */
   cancelInFlight(inFlight: InFlight, reason: 'deadline' | 'abort', serverEnded: (error: unknown) => void): void {
-    void this.#cancel(inFlight, reason, 'cancel', serverEnded)
+    if (reason === 'deadline' && inFlight.carriesDeadline === true) this.#closeAtDeadline(inFlight, serverEnded)
+    else void this.#cancel(inFlight, reason, 'cancel', serverEnded)
+  }
+
+  /**
+   * A statement that carries its deadline (SessionStrategy.carry) is stopped
+   * by the server at that deadline, so at the deadline no cancel is needed
+   * if it runs; but PgBouncer may still hold it in its queue, where a cancel
+   * is dropped and from where it would start once a server connection frees
+   * up. Closing our connection (the socket only: a Terminate message would
+   * be read after the queued statement) makes PgBouncer drop a queued
+   * statement unrun; a running one stops at its statement_timeout, and
+   * PgBouncer closes its server connection.
+   */
+  #closeAtDeadline(inFlight: InFlight, serverEnded: (error: unknown) => void): void {
+    const stream = this.#client.connection?.stream
+    if (!stream) {
+      void this.#cancel(inFlight, 'deadline', 'cancel', serverEnded)
+      return
+    }
+    const startedAt = now()
+    this.discard('closed at the deadline (the statement carries its own statement_timeout)')
+    stream.destroy()
+    const { events } = this.#services
+    const pid = this.pid
+    const settled = inFlight.whenEnded().then((endError) => {
+      serverEnded(endError)
+      if (events.has('cancel')) {
+        events.emit('cancel', { pid: pid ?? 0, reason: 'deadline', outcome: { method: 'close', confirmed: false, durationMs: now() - startedAt }, error: undefined, destroyed: true })
+      }
+    })
+    void this.#settler.after(() => settled)
   }
 
   #cancel(inFlight: InFlight, reason: CancelReason, method: 'cancel' | 'terminate', serverEnded: ((error: unknown) => void) | undefined): Promise<void> {
@@ -326,6 +358,7 @@ export class GovernedSession implements StatementHost {
    * not know).
    */
   async #learnCallerStatementTimeout(sql: string, budget: QueryBudget): Promise<void> {
+    if (!this.#strategy.learnsCallerTimeout(this.#transactionStatus())) return
     const command = StatementTimeoutCache.callerCommandOf(sql)
     const learning = this.#settler.after(() =>
       this.#track(this.#client.query<{ ms: number }>(`select setting::int as ms from pg_settings where name = 'statement_timeout'`)).then(({ rows }) =>

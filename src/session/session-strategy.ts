@@ -1,5 +1,6 @@
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import type { Canceller, CancelOutcome } from './canceller.js'
+import { carryDeadline } from './deadline-carrier.js'
 import type { StatementTimeoutCache, StatementTimeoutChange, TransactionStatus } from './statement-timeout-cache.js'
 
 /**
@@ -31,6 +32,7 @@ export const POOLER_MODES: readonly PoolerMode[] = Object.freeze(['none', 'pgbou
  * ```ts
  * const strategy = sessionStrategyFor('pgbouncer-transaction')
  * strategy.timeoutChange(cache, 500, 'I') // undefined: a session SET would leak to other clients
+ * strategy.carry('select pg_sleep(5)', [], now() + 300, 'I') // 'set local statement_timeout = 300; select pg_sleep(5)'
  * await strategy.cancel(canceller, client.processID, client.secretKey) // a protocol CancelRequest, routed by PgBouncer
  * ```
  */
@@ -45,6 +47,17 @@ export interface SessionStrategy {
   readonly cancelAgainAfter: { readonly firstMs: number; readonly maxMs: number }
   /** The SET to send before a statement with `stepMs` of budget, or undefined for none. */
   timeoutChange(cache: StatementTimeoutCache, stepMs: number | 'default', status: TransactionStatus): StatementTimeoutChange | undefined
+  /**
+   * The statement with its deadline carried in the same simple query, or
+   * undefined for none (see {@link carryDeadline}). A statement so carried is
+   * stopped by the server at its deadline; at the deadline the session closes
+   * its connection instead of cancelling, which also drops it if PgBouncer
+   * still holds it in its queue (there a cancel is dropped, and the statement
+   * would run once a server connection frees up).
+   */
+  carry(sql: string, parameters: ReadonlyArray<unknown>, deadline: number, status: TransactionStatus): string | undefined
+  /** Whether a caller's own SET of statement_timeout is read back from the server, in this transaction status. */
+  learnsCallerTimeout(status: TransactionStatus): boolean
   /** Cancels whatever the session `pid` runs. */
   cancel(canceller: Canceller, pid: number, secretKey: number | null | undefined): Promise<CancelOutcome>
   /** Ends the session `pid` (Kysely's 'kill session'); the caller destroys the connection after it. */
@@ -68,44 +81,51 @@ const DIRECT: SessionStrategy = Object.freeze<SessionStrategy>({
   // A cancel that reaches the backend before its statement is dropped by the server: rare, so back off.
   cancelAgainAfter: Object.freeze({ firstMs: 50, maxMs: 1_000 }),
   timeoutChange: (cache, stepMs, status) => cache.change(stepMs, status),
+  carry: () => undefined,
+  learnsCallerTimeout: () => true,
   cancel: (canceller, pid, secretKey) => canceller.cancel(pid, secretKey),
   terminate: (canceller, pid, secretKey) => canceller.terminate(pid, secretKey),
 })
 
 /**
- * PgBouncer, session pooling: the server connection is the client's for its
- * life and PgBouncer resets it (server_reset_query) when the client leaves,
- * so the cached session SET is safe; but the pid is PgBouncer's, so a
- * `pg_cancel_backend` would name no backend (or a stranger's): only the
- * protocol CancelRequest, which PgBouncer routes, is sent.
+ * Behind PgBouncer the pid is PgBouncer's, so a `pg_cancel_backend` would
+ * name no backend (or a stranger's): only the protocol CancelRequest, which
+ * PgBouncer routes, is sent, and no `pg_terminate_backend` either (Kysely's
+ * 'kill session' cancels the statement; the session destroys the
+ * connection). The two pooling modes differ in what outlives a transaction:
+ *
+ * - session pooling: the server connection is the client's for its life and
+ *   PgBouncer resets it (server_reset_query) when the client leaves, so the
+ *   cached session SET is safe;
+ * - transaction pooling: a session SET would stay on a server connection
+ *   that serves other clients next (measured: their statements were killed
+ *   by our timeouts). So statement_timeout is carried by `SET LOCAL` inside
+ *   an explicit transaction, and outside one by {@link carryDeadline} (the
+ *   SET LOCAL in the statement's own implicit transaction) where the
+ *   statement allows it; else by nothing, and our protocol cancel stops it,
+ *   with a role's own statement_timeout and client_connection_check_interval
+ *   as the server-side backstop (README, "Behind PgBouncer"). A caller's own
+ *   session SET is not read back there: the read-back may run on another
+ *   server connection, and the SET is not ours to keep anyway.
  */
-const PGBOUNCER_SESSION: SessionStrategy = Object.freeze<SessionStrategy>({
-  pooler: 'pgbouncer-session',
-  usesControlConnection: false,
-  cancelAgainAfter: POOLER_CANCEL_AGAIN_AFTER,
-  timeoutChange: (cache, stepMs, status) => cache.change(stepMs, status),
-  cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
-  // No pg_terminate_backend through PgBouncer: cancel the statement; the session destroys the connection.
-  terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
-})
+function pgbouncerStrategy(pooler: 'pgbouncer-session' | 'pgbouncer-transaction'): SessionStrategy {
+  const transactionPooling = pooler === 'pgbouncer-transaction'
+  return Object.freeze<SessionStrategy>({
+    pooler,
+    usesControlConnection: false,
+    cancelAgainAfter: POOLER_CANCEL_AGAIN_AFTER,
+    timeoutChange: transactionPooling
+      ? (cache, stepMs, status) => (status === 'T' ? cache.change(stepMs, status) : undefined)
+      : (cache, stepMs, status) => cache.change(stepMs, status),
+    carry: transactionPooling ? (sql, parameters, deadline, status) => (status === 'I' ? carryDeadline(sql, parameters, deadline) : undefined) : () => undefined,
+    learnsCallerTimeout: transactionPooling ? (status) => status !== 'I' : () => true,
+    cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
+    terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
+  })
+}
 
-/**
- * PgBouncer, transaction pooling: a session SET would stay on a server
- * connection that serves other clients next (measured: their statements
- * were killed by our timeouts). So statement_timeout is carried only by
- * `SET LOCAL` inside an explicit transaction, which ends with it; a
- * statement outside a transaction carries none and is stopped by our
- * protocol cancel, with PgBouncer's `query_timeout` or a role's own
- * statement_timeout as the server-side backstop (README, "Behind PgBouncer").
- */
-const PGBOUNCER_TRANSACTION: SessionStrategy = Object.freeze<SessionStrategy>({
-  pooler: 'pgbouncer-transaction',
-  usesControlConnection: false,
-  cancelAgainAfter: POOLER_CANCEL_AGAIN_AFTER,
-  timeoutChange: (cache, stepMs, status) => (status === 'T' ? cache.change(stepMs, status) : undefined),
-  cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
-  terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
-})
+const PGBOUNCER_SESSION = pgbouncerStrategy('pgbouncer-session')
+const PGBOUNCER_TRANSACTION = pgbouncerStrategy('pgbouncer-transaction')
 
 /**
  * Startup parameters node-postgres sends that PgBouncer refuses unless they

@@ -1,0 +1,91 @@
+import { Kysely, sql } from 'kysely'
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DeadlineExceededError, GovernedPostgresDialect, withQueryContext, type CancelEvent } from '../../src/index.js'
+import { activeWithTag, pidOfRunning, rejectionOf, sleep, waitFor } from '../support/governed.js'
+import { useTestDatabase } from '../support/test-database.js'
+import { usePgBouncer } from './fixture.js'
+
+// PgBouncer 1.18 in transaction pooling with 2 server connections under our pool of 4:
+// the third and fourth statements wait in PgBouncer's queue, where it drops cancels.
+const database = useTestDatabase()
+const bouncer = usePgBouncer(() => database.url, { poolMode: 'transaction', defaultPoolSize: 2 })
+
+describe.skipIf(!bouncer)('behind PgBouncer in transaction pooling: statements queued in PgBouncer at their deadline', () => {
+  let db: Kysely<any>
+  let pool: pg.Pool
+  const cancels: CancelEvent[] = []
+
+  beforeAll(async () => {
+    await database.admin('create table queued_marker (n int)')
+    pool = new pg.Pool({ connectionString: bouncer!.url, max: 4, application_name: 'pgbouncer-queued-test' })
+    const dialect = new GovernedPostgresDialect({ pool, pooler: 'pgbouncer-transaction', admission: { feasibility: false } })
+    dialect.events.on('cancel', (event) => cancels.push(event))
+    db = new Kysely<any>({ dialect })
+  })
+
+  afterAll(async () => {
+    await db?.destroy()
+  })
+
+  it('never run, and the running ones stop at the deadline by the server, with nothing of ours running after', async () => {
+    const before = cancels.length
+    const tag = 'pgb_queued_sleep'
+    // withQueryContext takes a wall-clock deadline; the waits below go by the monotonic clock.
+    const deadline = performance.now() + 1_500
+    const deadlineEpochMs = Date.now() + 1_500
+    // Two statements take both server connections...
+    const running = [0, 1].map(() => rejectionOf(withQueryContext({ deadline: deadlineEpochMs }, () => sql.raw(`select pg_sleep(5) /* ${tag} */`).execute(db))))
+    await waitFor('both server connections busy', async () => (await activeWithTag(database, tag)).length === 2)
+    // ...so these two wait in PgBouncer's queue until one frees up (after the deadline: never, if all goes well).
+    const queued = [1, 2].map((n) => rejectionOf(withQueryContext({ deadline: deadlineEpochMs }, () => sql.raw(`insert into queued_marker values (${n})`).execute(db))))
+    // Sent before the deadline, into PgBouncer's queue.
+    await waitFor('the inserts sent', async () => pool.waitingCount === 0 && pool.totalCount === 4 && pool.idleCount === 0)
+    expect(performance.now()).toBeLessThan(deadline)
+    for (const error of await Promise.all([...running, ...queued])) expect(error).toBeInstanceOf(DeadlineExceededError)
+    // Checked on a direct superuser connection: nothing of ours runs 1 s after the deadline...
+    await sleep(Math.max(0, deadline + 1_000 - performance.now()))
+    expect(await activeWithTag(database, tag)).toEqual([])
+    expect(await activeWithTag(database, 'queued_marker')).toEqual([])
+    // ...and the queued inserts never ran (a cancel is dropped for a queued client; the insert would run once a server connection frees up).
+    expect(await database.admin('select n from queued_marker')).toEqual([])
+    // What happened: the queued statements' connections were closed at the deadline, not cancelled (a running
+    // statement whose own statement_timeout answered first needed neither, and has no event).
+    await waitFor('the cancel events', async () => cancels.length >= before + 2)
+    expect(cancels.slice(before).map((event) => [event.reason, event.outcome?.method, event.destroyed])).toEqual(Array(cancels.length - before).fill(['deadline', 'close', true]))
+    expect(await bouncer!.instance.alive()).toBe(true)
+    // The pool recovers: new connections replace the closed ones.
+    const { rows } = await withQueryContext({ timeoutMs: 5_000 }, () => sql<{ n: number }>`select 7 as n`.execute(db))
+    expect(rows).toEqual([{ n: 7 }])
+  })
+
+  it('a carried statement gets its own result and its deadline as statement_timeout, and leaves nothing behind', async () => {
+    const { rows } = await withQueryContext({ timeoutMs: 4_000 }, () => sql.raw<{ ms: number }>(`select setting::int as ms from pg_settings where name = 'statement_timeout'`).execute(db))
+    const ms = rows[0]?.ms ?? 0
+    expect(ms).toBeGreaterThan(0)
+    expect(ms).toBeLessThanOrEqual(4_000)
+    // Both server connections, held at once inside transactions by a plain client: the server's default on each.
+    const clients = await Promise.all([0, 1].map(() => pool.connect()))
+    try {
+      await Promise.all(clients.map((client) => client.query('begin')))
+      const seen = await Promise.all(clients.map(async (client) => (await client.query<{ t: string }>(`select current_setting('statement_timeout') as t`)).rows[0]?.t))
+      expect(seen).toEqual(['0', '0'])
+      await Promise.all(clients.map((client) => client.query('commit')))
+    } finally {
+      for (const client of clients) client.release()
+    }
+  })
+
+  it('an abort still cancels (the carried timeout is the deadline, not the abort): the backend stops and the connection is kept', async () => {
+    const before = cancels.length
+    const tag = 'pgb_queued_abort'
+    const controller = new AbortController()
+    const pending = withQueryContext({ signal: controller.signal, timeoutMs: 30_000 }, () => sql.raw(`select pg_sleep(30) /* ${tag} */`).execute(db))
+    await pidOfRunning(database, tag)
+    controller.abort()
+    await rejectionOf(pending)
+    await waitFor('the backend to stop', async () => (await activeWithTag(database, tag)).length === 0)
+    await waitFor('the cancel event', async () => cancels.length > before)
+    expect(cancels[before]).toMatchObject({ reason: 'abort', outcome: { method: 'protocol' }, destroyed: false })
+  })
+})
