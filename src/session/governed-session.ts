@@ -14,6 +14,7 @@ import type { StatementTimeoutLadder } from './statement-timeout-ladder.js'
 import { StatementTimeoutCache, type StatementTimeoutChange, type TransactionStatus } from './statement-timeout-cache.js'
 import { StreamWatch } from './stream-watch.js'
 import { cancelUntilEnded, reasonToDiscard } from './statement-cancel.js'
+import { closeAtDeadline } from './close-at-deadline.js'
 import { sessionStrategyFor, type SessionStrategy } from './session-strategy.js'
 
 /** What every session of one governor shares. */
@@ -228,38 +229,14 @@ export class GovernedSession implements StatementHost {
 
   /** @internal A statement was stopped by its budget. */
   cancelInFlight(inFlight: InFlight, reason: 'deadline' | 'abort', serverEnded: (error: unknown) => void): void {
-    if (reason === 'deadline' && inFlight.carriesDeadline === true) this.#closeAtDeadline(inFlight, serverEnded)
-    else void this.#cancel(inFlight, reason, 'cancel', serverEnded)
-  }
-
-  /**
-   * A statement that carries its deadline (SessionStrategy.carry) is stopped
-   * by the server at that deadline, so at the deadline no cancel is needed
-   * if it runs; but PgBouncer may still hold it in its queue, where a cancel
-   * is dropped and from where it would start once a server connection frees
-   * up. Closing our connection (the socket only: a Terminate message would
-   * be read after the queued statement) makes PgBouncer drop a queued
-   * statement unrun; a running one stops at its statement_timeout, and
-   * PgBouncer closes its server connection.
-   */
-  #closeAtDeadline(inFlight: InFlight, serverEnded: (error: unknown) => void): void {
-    const stream = this.#client.connection?.stream
-    if (!stream) {
-      void this.#cancel(inFlight, 'deadline', 'cancel', serverEnded)
-      return
+    // A statement that carries its deadline is closed at it instead: PgBouncer drops a cancel for a statement it still queues.
+    const closed = reason === 'deadline' && inFlight.carriesDeadline === true ? closeAtDeadline(this.#client, inFlight, this.#services.events, serverEnded) : undefined
+    if (closed) {
+      this.discard('closed at the deadline (the statement carries its own statement_timeout)')
+      void this.#settler.after(() => closed)
+    } else {
+      void this.#cancel(inFlight, reason, 'cancel', serverEnded)
     }
-    const startedAt = now()
-    this.discard('closed at the deadline (the statement carries its own statement_timeout)')
-    stream.destroy()
-    const { events } = this.#services
-    const pid = this.pid
-    const settled = inFlight.whenEnded().then((endError) => {
-      serverEnded(endError)
-      if (events.has('cancel')) {
-        events.emit('cancel', { pid: pid ?? 0, reason: 'deadline', outcome: { method: 'close', confirmed: false, durationMs: now() - startedAt }, error: undefined, destroyed: true })
-      }
-    })
-    void this.#settler.after(() => settled)
   }
 
   #cancel(inFlight: InFlight, reason: CancelReason, method: 'cancel' | 'terminate', serverEnded: ((error: unknown) => void) | undefined): Promise<void> {
