@@ -42,7 +42,7 @@ describe('session strategies', () => {
     expect(strategy.timeoutChange(cache, 500, 'T')).toEqual({ value: 500, local: true })
     expect(strategy.timeoutChange(cache, 500, 'E')).toBeUndefined()
     // Outside a transaction the deadline rides in the statement's own simple query where it can (deadline-carrier.test.ts).
-    expect(strategy.carry('select 1', [], now() + 500, 'I')).toMatch(/^select set_config\('statement_timeout'.*; select 1$/)
+    expect(strategy.carry('select 1', [], now() + 500, 'I')).toMatch(/^set local statement_timeout = \d+; select 1$/)
     expect(strategy.carry('select $1::int', [1], now() + 500, 'I')).toBeUndefined()
     expect(strategy.carry('select 1', [], now() + 500, 'T')).toBeUndefined()
     // A caller's own SET outside a transaction is not read back: the read-back could run on another server connection.
