@@ -27,10 +27,8 @@ const CARRIABLE = /^\s*(?:select|with|insert|update|delete|values|table|merge)\b
  * just after its deadline, but one that waited in PgBouncer's queue gets the
  * time it waited on top. The session closes the connection of a carried
  * statement at its deadline, which makes PgBouncer drop one still queued.
- * (Working the time left out on the server from a wall-clock deadline would
- * cover a statement that leaves the queue just before that close too, but
- * measured 1.3-1.7x the per-statement cost of a `select 1` through PgBouncer,
- * against 1.0-1.2x for this SET LOCAL.)
+ * A statement that left the queue before its deadline runs late by the time
+ * it waited; {@link carryDeadlineOnServerClock} covers that too, at a cost.
  *
  * Only for a statement without parameters (a simple query has none; pg sends
  * one with parameters as an extended-protocol query, which takes one
@@ -49,6 +47,40 @@ export function carryDeadline(sql: string, parameters: ReadonlyArray<unknown>, d
   return `set local statement_timeout = ${Math.max(1, Math.ceil(deadline - now()))}; ${sql}`
 }
 
+/** What the server answers to a statement carried on its clock whose deadline had passed when it got there (22023; it does not run). */
+const REFUSED = /-1 ms is outside the valid range for parameter "statement_timeout"/
+
+/**
+ * As {@link carryDeadline}, but the server works the time left out itself as
+ * the statement starts, from the deadline on the wall clock:
+ *
+ *     select set_config('statement_timeout', <ms left by the server's clock>, true) from ...; <statement>
+ *
+ * A statement that waited in PgBouncer's queue gets only what is left of its
+ * budget, and one whose deadline passed there is refused before it runs
+ * (set_config fails on -1, which aborts the implicit transaction). Never more
+ * than the budget left when sent, so a server clock behind ours changes
+ * nothing; one ahead by e ms stops statements e ms early (clocks in sync by
+ * NTP are assumed). The price: a SELECT to plan and run, not a SET, measured
+ * at 1.4-1.7x the cost of a `select 1` through PgBouncer against 1.1x for
+ * the SET LOCAL (README, "Behind PgBouncer"). Opt-in:
+ * `pooler: { mode: 'pgbouncer-transaction', deadlineOnServerClock: true }`.
+ *
+ * @example
+ * ```ts
+ * carryDeadlineOnServerClock('select pg_sleep(5)', [], now() + 300) // "select set_config('statement_timeout', ...); select pg_sleep(5)"
+ * ```
+ */
+export function carryDeadlineOnServerClock(sql: string, parameters: ReadonlyArray<unknown>, deadline: number): string | undefined {
+  if (parameters.length > 0 || deadline === Infinity || sql.includes(';') || !CARRIABLE.test(sql)) return undefined
+  const remainingMs = Math.ceil(deadline - now())
+  // Numbers we computed, never caller text. A value of 0 would mean no timeout at all: -1 refuses instead.
+  return (
+    `select set_config('statement_timeout', (case when ms > 0 then ceil(ms)::int else -1 end)::text, true) ` +
+    `from (values (least(${remainingMs}, ${Date.now() + remainingMs} - extract(epoch from clock_timestamp()) * 1000))) as deadline(ms); ${sql}`
+  )
+}
+
 /**
  * What the caller gets from a carried statement: pg answers a simple query
  * of several statements with one result per statement; the first is ours.
@@ -62,9 +94,11 @@ export function carriedResult<R>(result: PgQueryResult<R> | PgQueryResult<R>[]):
 /**
  * Whether `error` ended a carried statement at its deadline as the server
  * saw it: its statement_timeout fired (the carried one is the only one in
- * force while it runs).
+ * force while it runs), or, carried on the server's clock, it was refused
+ * because its deadline had passed before it started.
  */
 export function isCarriedDeadline(error: unknown): boolean {
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown }
-  return code === '57014' && typeof message === 'string' && message.includes('statement timeout')
+  if (typeof message !== 'string') return false
+  return (code === '57014' && message.includes('statement timeout')) || (code === '22023' && REFUSED.test(message))
 }

@@ -1,6 +1,6 @@
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import type { Canceller, CancelOutcome } from './canceller.js'
-import { carryDeadline } from './deadline-carrier.js'
+import { carryDeadline, carryDeadlineOnServerClock } from './deadline-carrier.js'
 import type { StatementTimeoutCache, StatementTimeoutChange, TransactionStatus } from './statement-timeout-cache.js'
 
 /**
@@ -18,6 +18,23 @@ import type { StatementTimeoutCache, StatementTimeoutChange, TransactionStatus }
  * ```
  */
 export type PoolerMode = 'none' | 'pgbouncer-session' | 'pgbouncer-transaction'
+
+/**
+ * The `pooler` option: a {@link PoolerMode}, or one with its settings.
+ * `deadlineOnServerClock` (transaction pooling only; default false): a
+ * statement outside a transaction carries its deadline as a wall-clock
+ * instant that the server compares with its own clock as the statement
+ * starts, so that one that waited in PgBouncer's queue is stopped at its
+ * deadline all the same, and one whose deadline passed there never runs.
+ * It costs a SELECT per statement instead of a SET (README, "Behind
+ * PgBouncer", has the figures) and assumes clocks in sync.
+ *
+ * @example
+ * ```ts
+ * new GovernedPostgresDialect({ pool, pooler: { mode: 'pgbouncer-transaction', deadlineOnServerClock: true } })
+ * ```
+ */
+export type PoolerOption = PoolerMode | { readonly mode: PoolerMode; readonly deadlineOnServerClock?: boolean | undefined }
 
 /** Every accepted value of {@link PoolerMode}. */
 export const POOLER_MODES: readonly PoolerMode[] = Object.freeze(['none', 'pgbouncer-session', 'pgbouncer-transaction'])
@@ -108,8 +125,9 @@ const DIRECT: SessionStrategy = Object.freeze<SessionStrategy>({
  *   session SET is not read back there: the read-back may run on another
  *   server connection, and the SET is not ours to keep anyway.
  */
-function pgbouncerStrategy(pooler: 'pgbouncer-session' | 'pgbouncer-transaction'): SessionStrategy {
+function pgbouncerStrategy(pooler: 'pgbouncer-session' | 'pgbouncer-transaction', onServerClock = false): SessionStrategy {
   const transactionPooling = pooler === 'pgbouncer-transaction'
+  const carrier = onServerClock ? carryDeadlineOnServerClock : carryDeadline
   return Object.freeze<SessionStrategy>({
     pooler,
     usesControlConnection: false,
@@ -117,7 +135,7 @@ function pgbouncerStrategy(pooler: 'pgbouncer-session' | 'pgbouncer-transaction'
     timeoutChange: transactionPooling
       ? (cache, stepMs, status) => (status === 'T' ? cache.change(stepMs, status) : undefined)
       : (cache, stepMs, status) => cache.change(stepMs, status),
-    carry: transactionPooling ? (sql, parameters, deadline, status) => (status === 'I' ? carryDeadline(sql, parameters, deadline) : undefined) : () => undefined,
+    carry: transactionPooling ? (sql, parameters, deadline, status) => (status === 'I' ? carrier(sql, parameters, deadline) : undefined) : () => undefined,
     learnsCallerTimeout: transactionPooling ? (status) => status !== 'I' : () => true,
     cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
     terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
@@ -126,6 +144,7 @@ function pgbouncerStrategy(pooler: 'pgbouncer-session' | 'pgbouncer-transaction'
 
 const PGBOUNCER_SESSION = pgbouncerStrategy('pgbouncer-session')
 const PGBOUNCER_TRANSACTION = pgbouncerStrategy('pgbouncer-transaction')
+const PGBOUNCER_TRANSACTION_SERVER_CLOCK = pgbouncerStrategy('pgbouncer-transaction', true)
 
 /**
  * Startup parameters node-postgres sends that PgBouncer refuses unless they
@@ -146,17 +165,33 @@ const REFUSED_BY_PGBOUNCER = ['statement_timeout', 'lock_timeout', 'idle_in_tran
  * const strategy = sessionStrategyFor(config.pooler, new pg.Client(pool.options).connectionParameters)
  * ```
  */
-export function sessionStrategyFor(pooler: unknown, connectionParameters?: object): SessionStrategy {
-  if (pooler !== undefined && !POOLER_MODES.includes(pooler as PoolerMode)) {
-    throw new InvalidOptionError('pooler', `must be one of ${POOLER_MODES.map((mode) => `'${mode}'`).join(', ')}; got ${String(pooler)}`)
-  }
-  const strategy = pooler === 'pgbouncer-transaction' ? PGBOUNCER_TRANSACTION : pooler === 'pgbouncer-session' ? PGBOUNCER_SESSION : DIRECT
+export function sessionStrategyFor(option: unknown, connectionParameters?: object): SessionStrategy {
+  const { mode: pooler, onServerClock } = poolerOf(option)
+  const strategy =
+    pooler === 'pgbouncer-transaction' ? (onServerClock ? PGBOUNCER_TRANSACTION_SERVER_CLOCK : PGBOUNCER_TRANSACTION) : pooler === 'pgbouncer-session' ? PGBOUNCER_SESSION : DIRECT
   if (strategy !== DIRECT && connectionParameters) {
     const given = connectionParameters as Record<string, unknown>
     const refused = REFUSED_BY_PGBOUNCER.filter((name) => given[name] !== undefined && given[name] !== null && given[name] !== false && given[name] !== '')
     if (refused.length > 0) throw new InvalidOptionError('pool', refusedStartupParameters(refused, strategy.pooler))
   }
   return strategy
+}
+
+/** The `pooler` option, checked: its mode, and whether the deadline is carried on the server's clock. */
+function poolerOf(option: unknown): { mode: PoolerMode; onServerClock: boolean } {
+  const object = typeof option === 'object' && option !== null ? (option as { mode?: unknown; deadlineOnServerClock?: unknown }) : undefined
+  const mode = object ? object.mode : option
+  if (mode !== undefined && !POOLER_MODES.includes(mode as PoolerMode)) {
+    throw new InvalidOptionError(object ? 'pooler.mode' : 'pooler', `must be one of ${POOLER_MODES.map((m) => `'${m}'`).join(', ')}; got ${String(mode)}`)
+  }
+  const onServerClock = object?.deadlineOnServerClock
+  if (onServerClock !== undefined && typeof onServerClock !== 'boolean') {
+    throw new InvalidOptionError('pooler.deadlineOnServerClock', `must be a boolean; got ${String(onServerClock)}`)
+  }
+  if (onServerClock === true && mode !== 'pgbouncer-transaction') {
+    throw new InvalidOptionError('pooler.deadlineOnServerClock', `applies to mode 'pgbouncer-transaction' only (a session SET carries the deadline in the others); got mode ${String(mode)}`)
+  }
+  return { mode: (mode as PoolerMode | undefined) ?? 'none', onServerClock: onServerClock === true }
 }
 
 /** What to tell a user whose pool sends startup parameters PgBouncer refuses. */

@@ -88,4 +88,34 @@ describe.skipIf(!bouncer)('behind PgBouncer in transaction pooling: statements q
     await waitFor('the cancel event', async () => cancels.length > before)
     expect(cancels[before]).toMatchObject({ reason: 'abort', outcome: { method: 'protocol' }, destroyed: false })
   })
+
+  it("with deadlineOnServerClock, a statement that waited in PgBouncer's queue gets only what is left of its budget", async () => {
+    const onServerClock = new Kysely<any>({
+      dialect: new GovernedPostgresDialect({
+        pool: new pg.Pool({ connectionString: bouncer!.url, max: 1 }),
+        pooler: { mode: 'pgbouncer-transaction', deadlineOnServerClock: true },
+        admission: { feasibility: false },
+      }),
+    })
+    const holders = new pg.Pool({ connectionString: bouncer!.url, max: 2 })
+    try {
+      await withQueryContext({ timeoutMs: 5_000 }, () => sql`select 1`.execute(onServerClock))
+      // A plain client holds both server connections for a second...
+      const tag = 'pgb_server_clock_hold'
+      const holding = Promise.all([0, 1].map(() => holders.query(`select pg_sleep(1) /* ${tag} */`)))
+      await waitFor('both server connections held', async () => (await activeWithTag(database, tag)).length === 2)
+      // ...so ours waits in PgBouncer's queue for most of it before it starts, and sees what is left.
+      const { rows } = await withQueryContext({ timeoutMs: 3_000 }, () =>
+        sql.raw<{ ms: number }>(`select setting::int as ms from pg_settings where name = 'statement_timeout'`).execute(onServerClock),
+      )
+      await holding
+      const ms = rows[0]?.ms ?? 0
+      expect(ms).toBeGreaterThan(0)
+      // Sent with about 3000 ms left; the wait of up to a second came off (with the SET LOCAL as sent it would not).
+      expect(ms).toBeLessThan(2_700)
+    } finally {
+      await onServerClock.destroy()
+      await holders.end()
+    }
+  })
 })

@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { now } from '../../src/context/monotonic-clock.js'
-import { carriedResult, carryDeadline, isCarriedDeadline } from '../../src/session/deadline-carrier.js'
+import { carriedResult, carryDeadline, carryDeadlineOnServerClock, isCarriedDeadline } from '../../src/session/deadline-carrier.js'
 import { useTestDatabase } from '../support/test-database.js'
 
 describe('the deadline carrier (transaction pooling, outside a transaction)', () => {
@@ -38,6 +38,7 @@ describe('the deadline carrier (transaction pooling, outside a transaction)', ()
     let client: pg.Client
 
     beforeAll(async () => {
+      await database.admin('create table carried (n int)')
       client = new pg.Client({ connectionString: database.url })
       await client.connect()
     })
@@ -58,6 +59,26 @@ describe('the deadline carrier (transaction pooling, outside a transaction)', ()
       const result = carriedResult(await client.query(carryDeadline('select 42 as n', [], now() + 5_000) as string))
       expect(result.rows).toEqual([{ n: 42 }])
       expect((await client.query('show statement_timeout')).rows[0].statement_timeout).toBe('0')
+    })
+
+    it('on the server clock: stops the statement at the deadline, and refuses one whose deadline passed before it reached the server (it never runs)', async () => {
+      const stopped = await client.query(carryDeadlineOnServerClock('select pg_sleep(5)', [], now() + 200) as string).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect((stopped as { code: string }).code).toBe('57014')
+      expect(isCarriedDeadline(stopped)).toBe(true)
+      const refused = await client.query(carryDeadlineOnServerClock('insert into carried values (1)', [], now() - 5) as string).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect((refused as { code: string }).code).toBe('22023')
+      expect(isCarriedDeadline(refused)).toBe(true)
+      expect((await client.query('select count(*)::int as n from carried')).rows[0].n).toBe(0)
+      expect((await client.query('show statement_timeout')).rows[0].statement_timeout).toBe('0')
+      const result = carriedResult(await client.query(carryDeadlineOnServerClock('select 42 as n', [], now() + 5_000) as string))
+      expect(result.rows).toEqual([{ n: 42 }])
+      expect(carryDeadlineOnServerClock('select $1::int', [1], now() + 300)).toBeUndefined()
     })
   })
 })

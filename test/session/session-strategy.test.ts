@@ -67,6 +67,17 @@ describe('session strategies', () => {
     expect(calls).toEqual(['protocol 7'])
   })
 
+  it("transaction pooling with deadlineOnServerClock: the server works the time left out; only in that mode, and only as a boolean", () => {
+    const strategy = sessionStrategyFor({ mode: 'pgbouncer-transaction', deadlineOnServerClock: true })
+    expect(strategy.pooler).toBe('pgbouncer-transaction')
+    expect(strategy.carry('select 1', [], now() + 500, 'I')).toMatch(/^select set_config\('statement_timeout', .*clock_timestamp\(\).*; select 1$/)
+    expect(sessionStrategyFor({ mode: 'pgbouncer-transaction' }).carry('select 1', [], now() + 500, 'I')).toMatch(/^set local statement_timeout = \d+; select 1$/)
+    expect(sessionStrategyFor({ mode: 'pgbouncer-session' }).pooler).toBe('pgbouncer-session')
+    expect(() => sessionStrategyFor({ mode: 'pgbouncer-session', deadlineOnServerClock: true })).toThrow(/pooler.deadlineOnServerClock.*'pgbouncer-transaction' only/)
+    expect(() => sessionStrategyFor({ mode: 'pgbouncer-transaction', deadlineOnServerClock: 'yes' })).toThrow(/pooler.deadlineOnServerClock.*must be a boolean/)
+    expect(() => sessionStrategyFor({ mode: 'pgbouncer' })).toThrow(/pooler.mode.*must be one of/)
+  })
+
   it('refuses an unknown mode, and startup parameters PgBouncer refuses, saying what to change', () => {
     expect(() => sessionStrategyFor('pgbouncer')).toThrow(InvalidOptionError)
     expect(() => sessionStrategyFor('pgbouncer-transaction', { statement_timeout: 1000, options: undefined })).toThrow(
