@@ -2,9 +2,10 @@
  * Behind PgBouncer 1.x in transaction pooling (issue 21), side by side in one
  * run: Kysely 0.29's PostgresDialect with `'ignore query'` and with
  * `'cancel query'`, pg-governor with `pooler: 'none'` (what a user gets who
- * does not set the option) and pg-governor with `pooler: 'pgbouncer-transaction'`,
- * once with statements without parameters (which carry their deadline) and once
- * with `pg_sleep($1)` (which cannot, and is cancelled).
+ * does not set the option) and pg-governor with `pooler: 'pgbouncer-transaction'`:
+ * with statements without parameters (which carry their deadline as a SET
+ * LOCAL), the same with `deadlineOnServerClock` (the server works the time left
+ * out) and with `pg_sleep($1)` (which carries nothing, and is cancelled).
  *
  * Each setup gets a PgBouncer of its own (transaction pooling,
  * default_pool_size 4, started here as in the tests), our pool (max 8) and a
@@ -63,12 +64,13 @@ const ROUNDS = envInt('BENCH_ROUNDS', 30)
 const DEADLINE_MS = 300
 const SLEEPERS = 20
 
-type SetupKey = 'kysely-ignore' | 'kysely-cancel' | 'governor-none' | 'governor-transaction' | 'governor-transaction-param'
+type SetupKey = 'kysely-ignore' | 'kysely-cancel' | 'governor-none' | 'governor-transaction' | 'governor-server-clock' | 'governor-transaction-param'
 const SETUPS: readonly { key: SetupKey; label: string }[] = [
   { key: 'kysely-ignore', label: "Kysely 'ignore query'" },
   { key: 'kysely-cancel', label: "Kysely 'cancel query'" },
   { key: 'governor-none', label: "pg-governor pooler 'none'" },
   { key: 'governor-transaction', label: "pg-governor 'pgbouncer-transaction'" },
+  { key: 'governor-server-clock', label: 'pg-governor, deadlineOnServerClock' },
   { key: 'governor-transaction-param', label: "pg-governor 'pgbouncer-transaction', pg_sleep($1)" },
 ]
 
@@ -103,7 +105,8 @@ function ours(governor: Governor, key: SetupKey, url: string): { db: Kysely<any>
     const strategy = key === 'kysely-ignore' ? 'ignore query' : 'cancel query'
     return { db, cancels, run: (query, timeoutMs) => query.execute(db, { signal: AbortSignal.timeout(timeoutMs), inflightQueryAbortStrategy: strategy }) }
   }
-  const dialect = new governor.GovernedPostgresDialect({ pool, pooler: key === 'governor-none' ? 'none' : 'pgbouncer-transaction', admission: { feasibility: false } })
+  const pooler = key === 'governor-none' ? 'none' : key === 'governor-server-clock' ? ({ mode: 'pgbouncer-transaction', deadlineOnServerClock: true } as const) : 'pgbouncer-transaction'
+  const dialect = new governor.GovernedPostgresDialect({ pool, pooler, admission: { feasibility: false } })
   dialect.events.on('cancel', (event) => cancels.push(`${event.outcome?.method ?? 'failed'}${event.outcome?.confirmed ? ' confirmed' : ''}${event.destroyed ? ' destroyed' : ''}`))
   const db = new Kysely<any>({ dialect })
   return { db, cancels, run: (query, timeoutMs) => governor.withQueryContext({ timeoutMs }, () => query.execute(db)) }
@@ -278,6 +281,11 @@ const CARRIERS: readonly Carrier[] = [
         Promise.all([client.query('begin'), client.query('set local statement_timeout = 5000'), client.query('select $1::int', [1]), client.query('commit')]),
       ),
   },
+  {
+    label: 'PgBouncer: pg-governor, deadlineOnServerClock (the server works the time left out)',
+    viaBouncer: true,
+    make: async (governor, url) => governedOne(governor, url, { mode: 'pgbouncer-transaction', deadlineOnServerClock: true }),
+  },
   // With a parameter nothing is carried outside a transaction (pg sends an extended-protocol query): the cancel is all there is.
   {
     label: "PgBouncer: pg-governor 'pgbouncer-transaction', select $1 (no carrier)",
@@ -291,7 +299,7 @@ const CARRIERS: readonly Carrier[] = [
   },
 ]
 
-function governedOne(governor: Governor, url: string, pooler: 'none' | 'pgbouncer-transaction', withParameter = false): { one: () => Promise<unknown>; end: () => Promise<void> } {
+function governedOne(governor: Governor, url: string, pooler: 'none' | 'pgbouncer-transaction' | { mode: 'pgbouncer-transaction'; deadlineOnServerClock: true }, withParameter = false): { one: () => Promise<unknown>; end: () => Promise<void> } {
   const pool = new pg.Pool({ connectionString: url, max: 1 })
   const db = new Kysely<any>({ dialect: new governor.GovernedPostgresDialect({ pool, pooler }) })
   const query = withParameter ? sql`select ${1}::int` : sql`select 1`
@@ -448,6 +456,7 @@ runBench('pgbouncer', async (server, governor) => {
 
     const ours = results.get('governor-transaction') as SetupResult
     const param = results.get('governor-transaction-param') as SetupResult
+    const clock = results.get('governor-server-clock') as SetupResult
     const checks: Check[] = [
       check('pg-governor: backends running 1 s after the deadline', ours.stillRunningAfter1s, '<=', 0),
       check('pg-governor: latest backend stop after the deadline', Math.max(0, ...ours.stoppedAfterDeadlineMs), '<=', 50, 'ms'),
@@ -459,6 +468,9 @@ runBench('pgbouncer', async (server, governor) => {
       // The carrier's own cost: the same library on the same path, leaking (session SET, cached) vs not.
       check("per-statement cost of 'pgbouncer-transaction' vs pooler 'none', same path", paired(2, 3), '<=', 1.1, 'x'),
       check('pg-governor vs Kysely behind PgBouncer, over the same ratio direct', paired(2, 4) / paired(0, 1), '<=', 1.1, 'x'),
+      check('the same with deadlineOnServerClock', paired(8, 4) / paired(0, 1), '<=', 1.1, 'x'),
+      check('deadlineOnServerClock: latest backend stop after the deadline', Math.max(0, ...clock.stoppedAfterDeadlineMs), '<=', 50, 'ms'),
+      check('deadlineOnServerClock: backends running 1 s after the deadline', clock.stillRunningAfter1s, '<=', 0),
       check('the same for select $1 (no carrier)', paired(CARRIERS.length - 2, CARRIERS.length - 1) / paired(0, 1), '<=', 1.1, 'x'),
       // A statement with a parameter carries no deadline: it is cancelled, and a cancel through PgBouncer 1.18 is slow.
       check('pg-governor, pg_sleep($1): backends running 1 s after the deadline', param.stillRunningAfter1s, '<=', 0),
