@@ -175,7 +175,8 @@ async function runSetup(governor: Governor, serverUrl: string, monitor: pg.Clien
       const timeoutMs = [9_000, 2_500, 700, 200][i % 4] as number
       await run(sql`select 1`, timeoutMs).catch(() => {})
       if (i % 2 === 1 && key.startsWith('governor')) {
-        await governor.withQueryContext({ timeoutMs }, () => db.transaction().execute((trx) => sql`select 1`.execute(trx)))
+        // On a loaded machine a 200 ms budget can run out: that is not what this part measures.
+        await governor.withQueryContext({ timeoutMs }, () => db.transaction().execute((trx) => sql`select 1`.execute(trx))).catch(() => {})
       }
     }
     const leakedValues: string[] = []
