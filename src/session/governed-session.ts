@@ -100,7 +100,7 @@ export class GovernedSession implements StatementHost {
     this.#assertUsable()
     const preparing = this.#prepare(budget)
     if (preparing) await preparing
-    const carried = this.#strategy.carry(sql, parameters, budget.deadline, this.#transactionStatus())
+    const carried = this.#strategy.carriesDeadlines ? this.#strategy.carry(sql, parameters, budget.deadline, this.#transactionStatus()) : undefined
     const text = this.#textOf(carried ?? sql, budget)
     let result: PgQueryResult<R>
     try {

@@ -73,6 +73,8 @@ export interface SessionStrategy {
    * would run once a server connection frees up).
    */
   carry(sql: string, parameters: ReadonlyArray<unknown>, deadline: number, status: TransactionStatus): string | undefined
+  /** Whether {@link SessionStrategy.carry} can carry anything at all: a direct session asks nothing per statement. */
+  readonly carriesDeadlines: boolean
   /** Whether a caller's own SET of statement_timeout is read back from the server, in this transaction status. */
   learnsCallerTimeout(status: TransactionStatus): boolean
   /** Cancels whatever the session `pid` runs. */
@@ -99,6 +101,7 @@ const DIRECT: SessionStrategy = Object.freeze<SessionStrategy>({
   cancelAgainAfter: Object.freeze({ firstMs: 50, maxMs: 1_000 }),
   timeoutChange: (cache, stepMs, status) => cache.change(stepMs, status),
   carry: () => undefined,
+  carriesDeadlines: false,
   learnsCallerTimeout: () => true,
   cancel: (canceller, pid, secretKey) => canceller.cancel(pid, secretKey),
   terminate: (canceller, pid, secretKey) => canceller.terminate(pid, secretKey),
@@ -136,6 +139,7 @@ function pgbouncerStrategy(pooler: 'pgbouncer-session' | 'pgbouncer-transaction'
       ? (cache, stepMs, status) => (status === 'T' ? cache.change(stepMs, status) : undefined)
       : (cache, stepMs, status) => cache.change(stepMs, status),
     carry: transactionPooling ? (sql, parameters, deadline, status) => (status === 'I' ? carrier(sql, parameters, deadline) : undefined) : () => undefined,
+    carriesDeadlines: transactionPooling,
     learnsCallerTimeout: transactionPooling ? (status) => status !== 'I' : () => true,
     cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
     terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),

@@ -26,6 +26,7 @@ describe('session strategies', () => {
     expect(strategy.timeoutChange(new StatementTimeoutCache(), 500, 'T')).toEqual({ value: 500, local: true })
     // The cached session SET carries the deadline: nothing rides along with the statement, and a caller's own SET is read back.
     expect(strategy.carry('select 1', [], now() + 500, 'I')).toBeUndefined()
+    expect(strategy.carriesDeadlines).toBe(false)
     expect(strategy.learnsCallerTimeout('I')).toBe(true)
     const { canceller, calls } = recordingCanceller()
     await strategy.cancel(canceller, 7, 1)
@@ -45,6 +46,7 @@ describe('session strategies', () => {
     expect(strategy.carry('select 1', [], now() + 500, 'I')).toMatch(/^set local statement_timeout = \d+; select 1$/)
     expect(strategy.carry('select $1::int', [1], now() + 500, 'I')).toBeUndefined()
     expect(strategy.carry('select 1', [], now() + 500, 'T')).toBeUndefined()
+    expect(strategy.carriesDeadlines).toBe(true)
     // A caller's own SET outside a transaction is not read back: the read-back could run on another server connection.
     expect(strategy.learnsCallerTimeout('I')).toBe(false)
     expect(strategy.learnsCallerTimeout('T')).toBe(true)
