@@ -14,7 +14,7 @@ export { FLEET_DEFAULTS, DEFAULT_SATURATION_INTERVAL_MS, type FleetOptions, type
 export { sizeFleet, type ServerLimitsEvent, type SlotsLimitedBy } from './governor/server-limits.js'
 export { isCapacityRefusal } from './admission/capacity-ceiling.js'
 export type { CancelMethod, CancelOutcome } from './session/canceller.js'
-export { POOLER_MODES, sessionStrategyFor, type PoolerMode, type SessionStrategy } from './session/session-strategy.js'
+export { POOLER_MODES, sessionStrategyFor, type PoolerMode, type PoolerOption, type SessionStrategy } from './session/session-strategy.js'
 export type { PgPool, PgPoolClient, PgClient, PgCursorConstructor, PgClientConstructor } from './session/pg-types.js'
 export { withQueryContext, currentQueryContext, QueryContext } from './context/query-context.js'
 export type { QueryContextOptions } from './context/query-context.js'

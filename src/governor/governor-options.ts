@@ -6,7 +6,7 @@ import { enableOpenTelemetryTraces } from '../context/trace-context.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { resolveRetryOptions, type RetryOptions } from '../retry/retry-options.js'
 import type { PgClientConstructor, PgCursorConstructor, PgPool } from '../session/pg-types.js'
-import { sessionStrategyFor, type PoolerMode } from '../session/session-strategy.js'
+import { sessionStrategyFor, type PoolerOption } from '../session/session-strategy.js'
 import { StatementTimeoutLadder } from '../session/statement-timeout-ladder.js'
 import { GovernorEvents } from '../telemetry/governor-events.js'
 import { attachLogger, type GovernorLogger, type LoggingOptions } from '../telemetry/logging.js'
@@ -76,12 +76,17 @@ export interface GovernorOptions {
    * connection. `'pgbouncer-session'`: PgBouncer in session pooling (cancels
    * are protocol CancelRequests, which PgBouncer routes; its pids are not
    * backends'). `'pgbouncer-transaction'`: PgBouncer in transaction pooling
-   * (also: statement_timeout only as SET LOCAL inside transactions, never a
+   * (also: statement_timeout as SET LOCAL, inside a transaction or in front
+   * of a statement without parameters in the same simple query, never a
    * session SET that would outlive our transaction on a shared server
-   * connection). Not detected: PgBouncer shows a client nothing of its pool
-   * mode. See the README, "Behind PgBouncer".
+   * connection; at the deadline such a statement's connection is closed).
+   * `{ mode: 'pgbouncer-transaction', deadlineOnServerClock: true }`: the
+   * server works the time left out as the statement starts, so that time
+   * spent in PgBouncer's queue counts too (a SELECT per statement; see
+   * {@link PoolerOption}). Not detected: PgBouncer shows a client nothing of
+   * its pool mode. See the README, "Behind PgBouncer".
    */
-  readonly pooler?: PoolerMode | undefined
+  readonly pooler?: PoolerOption | undefined
   /**
    * Many instances on one server: the expected number of instances for the
    * sizing check at start, and optional saturation sampling on the control

@@ -3,7 +3,7 @@ import type { CircuitBreakerOptions } from '../admission/circuit-breaker.js'
 import type { PolicyRegistry } from '../context/policy-registry.js'
 import type { RetrySettings } from '../retry/retry-options.js'
 import type { PgClientConstructor, PgCursorConstructor } from '../session/pg-types.js'
-import type { PoolerMode } from '../session/session-strategy.js'
+import type { PoolerOption } from '../session/session-strategy.js'
 import type { StatementTimeoutLadder } from '../session/statement-timeout-ladder.js'
 import type { GovernorEvents } from '../telemetry/governor-events.js'
 import type { ResolvedFleetOptions } from './fleet-options.js'
@@ -24,7 +24,7 @@ export interface GovernorParts {
   readonly cursor?: PgCursorConstructor | undefined
   readonly sqlComment?: boolean | undefined
   /** What sits between the pool and Postgres; picks the sessions' timeout carrier and cancel (session-strategy.ts). */
-  readonly pooler?: PoolerMode | undefined
+  readonly pooler?: PoolerOption | undefined
   /** Makes the control connection; the pool's own `Client` by default. */
   readonly controlClient?: PgClientConstructor | undefined
   readonly controlConnection?: ControlConnectionOptions | undefined

@@ -8,14 +8,16 @@ import { sendProtocolCancel, type CancelTarget } from './protocol-cancel.js'
  * connection (confirmed), `protocol` a CancelRequest (unconfirmed; the fallback
  * on a direct connection, and the only method behind PgBouncer, where
  * `fallbackReason` is then absent), `kill` is `pg_terminate_backend` on the
- * control connection.
+ * control connection, `close` our connection to PgBouncer closed at the
+ * deadline instead of a cancel, for a statement that carries its own
+ * statement_timeout (transaction pooling; the connection is destroyed).
  *
  * @example
  * ```ts
- * dialect.events.on('cancel', (event) => console.log(event.outcome?.method)) // 'backend' | 'protocol' | 'kill'
+ * dialect.events.on('cancel', (event) => console.log(event.outcome?.method)) // 'backend' | 'protocol' | 'kill' | 'close'
  * ```
  */
-export type CancelMethod = 'backend' | 'protocol' | 'kill'
+export type CancelMethod = 'backend' | 'protocol' | 'kill' | 'close'
 
 /**
  * What happened to one cancel.

@@ -14,6 +14,7 @@ import type { StatementTimeoutLadder } from './statement-timeout-ladder.js'
 import { StatementTimeoutCache, type StatementTimeoutChange, type TransactionStatus } from './statement-timeout-cache.js'
 import { StreamWatch } from './stream-watch.js'
 import { cancelUntilEnded, reasonToDiscard } from './statement-cancel.js'
+import { closeAtDeadline } from './close-at-deadline.js'
 import { sessionStrategyFor, type SessionStrategy } from './session-strategy.js'
 
 /** What every session of one governor shares. */
@@ -107,12 +108,13 @@ export class GovernedSession implements StatementHost {
     this.#assertUsable()
     const preparing = this.#prepare(budget)
     if (preparing) await preparing
-    const text = this.#textOf(sql, budget)
+    const carried = this.#strategy.carriesDeadlines ? this.#strategy.carry(sql, parameters, budget.deadline, this.#transactionStatus()) : undefined
+    const text = this.#textOf(carried ?? sql, budget)
     let result: PgQueryResult<R>
     try {
       // Without a wait or a SET nothing was awaited since the budget was taken: its clock reading is the send time.
       const sentAt = preparing || settling ? now() : budget.startedAt
-      result = await new StatementRun<R>(this, budget, queryId).start(this.#client, text, parameters, sentAt)
+      result = await new StatementRun<R>(this, budget, queryId, carried !== undefined).start(this.#client, text, parameters, sentAt)
     } catch (error) {
       throw withCallerStack(error, new Error())
     }
@@ -235,7 +237,14 @@ export class GovernedSession implements StatementHost {
 
   /** @internal A statement was stopped by its budget. */
   cancelInFlight(inFlight: InFlight, reason: 'deadline' | 'abort', serverEnded: (error: unknown) => void): void {
-    void this.#cancel(inFlight, reason, 'cancel', serverEnded)
+    // A statement that carries its deadline is closed at it instead: PgBouncer drops a cancel for a statement it still queues.
+    const closed = reason === 'deadline' && inFlight.carriesDeadline === true ? closeAtDeadline(this.#client, inFlight, this.#services.events, serverEnded) : undefined
+    if (closed) {
+      this.discard('closed at the deadline (the statement carries its own statement_timeout)')
+      void this.#settler.after(() => closed)
+    } else {
+      void this.#cancel(inFlight, reason, 'cancel', serverEnded)
+    }
   }
 
   #cancel(inFlight: InFlight, reason: CancelReason, method: 'cancel' | 'terminate', serverEnded: ((error: unknown) => void) | undefined): Promise<void> {
@@ -334,6 +343,7 @@ export class GovernedSession implements StatementHost {
    * not know).
    */
   async #learnCallerStatementTimeout(sql: string, budget: QueryBudget): Promise<void> {
+    if (!this.#strategy.learnsCallerTimeout(this.#transactionStatus())) return
     const command = StatementTimeoutCache.callerCommandOf(sql)
     const learning = this.#settler.after(() =>
       this.#track(this.#client.query<{ ms: number }>(`select setting::int as ms from pg_settings where name = 'statement_timeout'`)).then(({ rows }) =>

@@ -25,6 +25,8 @@ export interface PgClient {
   /** Undocumented in pg but present since pg 1.x; used for cancellation. */
   readonly processID?: number | null
   readonly secretKey?: number | null
+  /** Undocumented in pg: the wire connection; its socket is closed without a Terminate message to drop a statement PgBouncer still queues. */
+  readonly connection?: { readonly stream?: { destroy(): void } }
   /** pg >= 8.16: 'I' idle, 'T' in a transaction, 'E' in a failed transaction. */
   getTransactionStatus(): string | null
 }

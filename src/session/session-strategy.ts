@@ -1,5 +1,6 @@
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import type { Canceller, CancelOutcome } from './canceller.js'
+import { carryDeadline, carryDeadlineOnServerClock } from './deadline-carrier.js'
 import type { StatementTimeoutCache, StatementTimeoutChange, TransactionStatus } from './statement-timeout-cache.js'
 
 /**
@@ -18,6 +19,23 @@ import type { StatementTimeoutCache, StatementTimeoutChange, TransactionStatus }
  */
 export type PoolerMode = 'none' | 'pgbouncer-session' | 'pgbouncer-transaction'
 
+/**
+ * The `pooler` option: a {@link PoolerMode}, or one with its settings.
+ * `deadlineOnServerClock` (transaction pooling only; default false): a
+ * statement outside a transaction carries its deadline as a wall-clock
+ * instant that the server compares with its own clock as the statement
+ * starts, so that one that waited in PgBouncer's queue is stopped at its
+ * deadline all the same, and one whose deadline passed there never runs.
+ * It costs a SELECT per statement instead of a SET (README, "Behind
+ * PgBouncer", has the figures) and assumes clocks in sync.
+ *
+ * @example
+ * ```ts
+ * new GovernedPostgresDialect({ pool, pooler: { mode: 'pgbouncer-transaction', deadlineOnServerClock: true } })
+ * ```
+ */
+export type PoolerOption = PoolerMode | { readonly mode: PoolerMode; readonly deadlineOnServerClock?: boolean | undefined }
+
 /** Every accepted value of {@link PoolerMode}. */
 export const POOLER_MODES: readonly PoolerMode[] = Object.freeze(['none', 'pgbouncer-session', 'pgbouncer-transaction'])
 
@@ -31,6 +49,7 @@ export const POOLER_MODES: readonly PoolerMode[] = Object.freeze(['none', 'pgbou
  * ```ts
  * const strategy = sessionStrategyFor('pgbouncer-transaction')
  * strategy.timeoutChange(cache, 500, 'I') // undefined: a session SET would leak to other clients
+ * strategy.carry('select pg_sleep(5)', [], now() + 300, 'I') // 'set local statement_timeout = 300; select pg_sleep(5)'
  * await strategy.cancel(canceller, client.processID, client.secretKey) // a protocol CancelRequest, routed by PgBouncer
  * ```
  */
@@ -45,6 +64,19 @@ export interface SessionStrategy {
   readonly cancelAgainAfter: { readonly firstMs: number; readonly maxMs: number }
   /** The SET to send before a statement with `stepMs` of budget, or undefined for none. */
   timeoutChange(cache: StatementTimeoutCache, stepMs: number | 'default', status: TransactionStatus): StatementTimeoutChange | undefined
+  /**
+   * The statement with its deadline carried in the same simple query, or
+   * undefined for none (see {@link carryDeadline}). A statement so carried is
+   * stopped by the server at its deadline; at the deadline the session closes
+   * its connection instead of cancelling, which also drops it if PgBouncer
+   * still holds it in its queue (there a cancel is dropped, and the statement
+   * would run once a server connection frees up).
+   */
+  carry(sql: string, parameters: ReadonlyArray<unknown>, deadline: number, status: TransactionStatus): string | undefined
+  /** Whether {@link SessionStrategy.carry} can carry anything at all: a direct session asks nothing per statement. */
+  readonly carriesDeadlines: boolean
+  /** Whether a caller's own SET of statement_timeout is read back from the server, in this transaction status. */
+  learnsCallerTimeout(status: TransactionStatus): boolean
   /** Cancels whatever the session `pid` runs. */
   cancel(canceller: Canceller, pid: number, secretKey: number | null | undefined): Promise<CancelOutcome>
   /** Ends the session `pid` (Kysely's 'kill session'); the caller destroys the connection after it. */
@@ -68,44 +100,55 @@ const DIRECT: SessionStrategy = Object.freeze<SessionStrategy>({
   // A cancel that reaches the backend before its statement is dropped by the server: rare, so back off.
   cancelAgainAfter: Object.freeze({ firstMs: 50, maxMs: 1_000 }),
   timeoutChange: (cache, stepMs, status) => cache.change(stepMs, status),
+  carry: () => undefined,
+  carriesDeadlines: false,
+  learnsCallerTimeout: () => true,
   cancel: (canceller, pid, secretKey) => canceller.cancel(pid, secretKey),
   terminate: (canceller, pid, secretKey) => canceller.terminate(pid, secretKey),
 })
 
 /**
- * PgBouncer, session pooling: the server connection is the client's for its
- * life and PgBouncer resets it (server_reset_query) when the client leaves,
- * so the cached session SET is safe; but the pid is PgBouncer's, so a
- * `pg_cancel_backend` would name no backend (or a stranger's): only the
- * protocol CancelRequest, which PgBouncer routes, is sent.
+ * Behind PgBouncer the pid is PgBouncer's, so a `pg_cancel_backend` would
+ * name no backend (or a stranger's): only the protocol CancelRequest, which
+ * PgBouncer routes, is sent, and no `pg_terminate_backend` either (Kysely's
+ * 'kill session' cancels the statement; the session destroys the
+ * connection). The two pooling modes differ in what outlives a transaction:
+ *
+ * - session pooling: the server connection is the client's for its life and
+ *   PgBouncer resets it (server_reset_query) when the client leaves, so the
+ *   cached session SET is safe;
+ * - transaction pooling: a session SET would stay on a server connection
+ *   that serves other clients next (measured: their statements were killed
+ *   by our timeouts). So statement_timeout is carried by `SET LOCAL` inside
+ *   an explicit transaction, and outside one by {@link carryDeadline} (the
+ *   SET LOCAL in the statement's own implicit transaction) where the
+ *   statement allows it; else by nothing, and our protocol cancel stops it,
+ *   with a role's own statement_timeout and client_connection_check_interval
+ *   as the server-side backstop (README, "Behind PgBouncer"). A caller's own
+ *   session SET is not read back there: the read-back may run on another
+ *   server connection, and the SET is not ours to keep anyway.
  */
-const PGBOUNCER_SESSION: SessionStrategy = Object.freeze<SessionStrategy>({
-  pooler: 'pgbouncer-session',
-  usesControlConnection: false,
-  cancelAgainAfter: POOLER_CANCEL_AGAIN_AFTER,
-  timeoutChange: (cache, stepMs, status) => cache.change(stepMs, status),
-  cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
-  // No pg_terminate_backend through PgBouncer: cancel the statement; the session destroys the connection.
-  terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
-})
+function pgbouncerStrategy(pooler: 'pgbouncer-session' | 'pgbouncer-transaction', onServerClock = false): SessionStrategy {
+  const transactionPooling = pooler === 'pgbouncer-transaction'
+  const carrier = onServerClock ? carryDeadlineOnServerClock : carryDeadline
+  return Object.freeze<SessionStrategy>({
+    pooler,
+    usesControlConnection: false,
+    cancelAgainAfter: POOLER_CANCEL_AGAIN_AFTER,
+    timeoutChange: transactionPooling
+      ? (cache, stepMs, status) => (status === 'T' ? cache.change(stepMs, status) : undefined)
+      : (cache, stepMs, status) => cache.change(stepMs, status),
+    carry: transactionPooling ? (sql, parameters, deadline, status) => (status === 'I' ? carrier(sql, parameters, deadline) : undefined) : () => undefined,
+    carriesDeadlines: transactionPooling,
+    learnsCallerTimeout: transactionPooling ? (status) => status !== 'I' : () => true,
+    cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
+    terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
+  })
+}
 
-/**
- * PgBouncer, transaction pooling: a session SET would stay on a server
- * connection that serves other clients next (measured: their statements
- * were killed by our timeouts). So statement_timeout is carried only by
- * `SET LOCAL` inside an explicit transaction, which ends with it; a
- * statement outside a transaction carries none and is stopped by our
- * protocol cancel, with PgBouncer's `query_timeout` or a role's own
- * statement_timeout as the server-side backstop (README, "Behind PgBouncer").
- */
-const PGBOUNCER_TRANSACTION: SessionStrategy = Object.freeze<SessionStrategy>({
-  pooler: 'pgbouncer-transaction',
-  usesControlConnection: false,
-  cancelAgainAfter: POOLER_CANCEL_AGAIN_AFTER,
-  timeoutChange: (cache, stepMs, status) => (status === 'T' ? cache.change(stepMs, status) : undefined),
-  cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
-  terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
-})
+const PGBOUNCER_SESSION = pgbouncerStrategy('pgbouncer-session')
+const PGBOUNCER_TRANSACTION = pgbouncerStrategy('pgbouncer-transaction')
+const PGBOUNCER_TRANSACTION_SERVER_CLOCK = pgbouncerStrategy('pgbouncer-transaction', true)
 
 /**
  * Startup parameters node-postgres sends that PgBouncer refuses unless they
@@ -126,17 +169,33 @@ const REFUSED_BY_PGBOUNCER = ['statement_timeout', 'lock_timeout', 'idle_in_tran
  * const strategy = sessionStrategyFor(config.pooler, new pg.Client(pool.options).connectionParameters)
  * ```
  */
-export function sessionStrategyFor(pooler: unknown, connectionParameters?: object): SessionStrategy {
-  if (pooler !== undefined && !POOLER_MODES.includes(pooler as PoolerMode)) {
-    throw new InvalidOptionError('pooler', `must be one of ${POOLER_MODES.map((mode) => `'${mode}'`).join(', ')}; got ${String(pooler)}`)
-  }
-  const strategy = pooler === 'pgbouncer-transaction' ? PGBOUNCER_TRANSACTION : pooler === 'pgbouncer-session' ? PGBOUNCER_SESSION : DIRECT
+export function sessionStrategyFor(option: unknown, connectionParameters?: object): SessionStrategy {
+  const { mode: pooler, onServerClock } = poolerOf(option)
+  const strategy =
+    pooler === 'pgbouncer-transaction' ? (onServerClock ? PGBOUNCER_TRANSACTION_SERVER_CLOCK : PGBOUNCER_TRANSACTION) : pooler === 'pgbouncer-session' ? PGBOUNCER_SESSION : DIRECT
   if (strategy !== DIRECT && connectionParameters) {
     const given = connectionParameters as Record<string, unknown>
     const refused = REFUSED_BY_PGBOUNCER.filter((name) => given[name] !== undefined && given[name] !== null && given[name] !== false && given[name] !== '')
     if (refused.length > 0) throw new InvalidOptionError('pool', refusedStartupParameters(refused, strategy.pooler))
   }
   return strategy
+}
+
+/** The `pooler` option, checked: its mode, and whether the deadline is carried on the server's clock. */
+function poolerOf(option: unknown): { mode: PoolerMode; onServerClock: boolean } {
+  const object = typeof option === 'object' && option !== null ? (option as { mode?: unknown; deadlineOnServerClock?: unknown }) : undefined
+  const mode = object ? object.mode : option
+  if (mode !== undefined && !POOLER_MODES.includes(mode as PoolerMode)) {
+    throw new InvalidOptionError(object ? 'pooler.mode' : 'pooler', `must be one of ${POOLER_MODES.map((m) => `'${m}'`).join(', ')}; got ${String(mode)}`)
+  }
+  const onServerClock = object?.deadlineOnServerClock
+  if (onServerClock !== undefined && typeof onServerClock !== 'boolean') {
+    throw new InvalidOptionError('pooler.deadlineOnServerClock', `must be a boolean; got ${String(onServerClock)}`)
+  }
+  if (onServerClock === true && mode !== 'pgbouncer-transaction') {
+    throw new InvalidOptionError('pooler.deadlineOnServerClock', `applies to mode 'pgbouncer-transaction' only (a session SET carries the deadline in the others); got mode ${String(mode)}`)
+  }
+  return { mode: (mode as PoolerMode | undefined) ?? 'none', onServerClock: onServerClock === true }
 }
 
 /** What to tell a user whose pool sends startup parameters PgBouncer refuses. */

@@ -3,12 +3,15 @@ import type { QueryBudget } from '../context/query-budget.js'
 import type { StopCause } from '../errors/stop-error.js'
 import type { GovernorEvents, QueryOutcome } from '../telemetry/governor-events.js'
 import type { PgClient, PgQueryResult } from './pg-types.js'
+import { carriedResult, isCarriedDeadline } from './deadline-carrier.js'
 import { isOurStatementTimeout, reportStatement, stoppedWhileRunning } from './statement-outcome.js'
 
 /** A statement (or cursor read) on the wire, which a cancel must wait for. */
 export interface InFlight {
   /** Resolves when the server has answered: with the error it ended with, or undefined. */
   whenEnded(): Promise<unknown>
+  /** The statement carries its deadline to the server itself (SessionStrategy.carry): at the deadline the session closes rather than cancels. */
+  readonly carriesDeadline?: boolean
 }
 
 /** What a statement needs of its session. */
@@ -40,11 +43,14 @@ export class StatementRun<R> extends BudgetWatch implements InFlight {
   #endError: unknown
   #endWaiter: { readonly promise: Promise<unknown>; readonly resolve: (error: unknown) => void } | undefined
 
-  constructor(host: StatementHost, budget: QueryBudget, queryId: string | undefined) {
+  readonly carriesDeadline: boolean
+
+  constructor(host: StatementHost, budget: QueryBudget, queryId: string | undefined, carriesDeadline = false) {
     super(budget)
     this.#host = host
     this.#budget = budget
     this.#queryId = queryId
+    this.carriesDeadline = carriesDeadline
   }
 
   start(client: PgClient, sql: string, parameters: ReadonlyArray<unknown>, sentAt: number): Promise<PgQueryResult<R>> {
@@ -77,8 +83,8 @@ export class StatementRun<R> extends BudgetWatch implements InFlight {
     if (!this.unwatch()) return
     if (!error) {
       this.#report('ok', undefined)
-      this.#resolve(result)
-    } else if (isOurStatementTimeout(error, this.deadline)) {
+      this.#resolve(this.carriesDeadline ? carriedResult(result) : result)
+    } else if (isOurStatementTimeout(error, this.deadline) || (this.carriesDeadline && isCarriedDeadline(error))) {
       const stopped = stoppedWhileRunning({ kind: 'deadline' }, this.#budget, this.#sentAt, error)
       this.#report('deadline_exceeded', stopped)
       this.#reject(stopped)

@@ -334,7 +334,7 @@ export function registerPrometheusMetrics(dialect: GovernedPostgresDialect, opti
       counters.queries.inc({ pool_name: poolName, outcome, criticality, domain: 'none' }, 0)
     }
   }
-  for (const method of ['backend', 'protocol', 'kill']) {
+  for (const method of ['backend', 'protocol', 'kill', 'close']) {
     for (const result of ['confirmed', 'unconfirmed', 'failed']) counters.cancels.inc({ pool_name: poolName, method, result }, 0)
   }
   const domainLabel = (domain: string | undefined): string => (domain === undefined ? 'none' : dialect.policies.has(domain) ? domain : 'other')
@@ -345,7 +345,7 @@ export function registerPrometheusMetrics(dialect: GovernedPostgresDialect, opti
   const waitTime = histograms.waitTime.cells(pool)
   const createTime = histograms.createTime.cells(pool)
   const useTime = histograms.useTime.cells(pool)
-  const cancelDuration = new Map(['backend', 'protocol', 'kill'].map((method) => [method, histograms.cancelDuration.cells({ pool_name: poolName, method })]))
+  const cancelDuration = new Map(['backend', 'protocol', 'kill', 'close'].map((method) => [method, histograms.cancelDuration.cells({ pool_name: poolName, method })]))
   const { events } = dialect
   const offs = [
     events.on('query', (event) => {

@@ -41,10 +41,11 @@ describe.skipIf(!bouncer)('behind PgBouncer in transaction pooling', () => {
     await bystanders?.end()
   })
 
-  it('stops the backend at the deadline, through PgBouncer (a protocol CancelRequest)', async () => {
+  it('stops the backend at the deadline, through PgBouncer (a protocol CancelRequest, for a statement with parameters)', async () => {
     const before = cancels.length
     const tag = 'pgb_deadline'
-    const pending = withQueryContext({ timeoutMs: 300 }, () => sql`select pg_sleep(30) as ${sql.raw(tag)}`.execute(db))
+    // With a parameter, the statement cannot carry its deadline (test/pgbouncer/queued-deadline.test.ts has those): it is cancelled.
+    const pending = withQueryContext({ timeoutMs: 300 }, () => sql`select pg_sleep(${30}) as ${sql.raw(tag)}`.execute(db))
     // Checked on a direct superuser connection: PgBouncer's pids are not backends'.
     const pid = await pidOfRunning(database, tag)
     expect(await rejectionOf(pending)).toBeInstanceOf(DeadlineExceededError)
@@ -74,6 +75,32 @@ describe.skipIf(!bouncer)('behind PgBouncer in transaction pooling', () => {
     expect(inside).not.toBe('0')
     const outside = await withQueryContext({ timeoutMs: 5_000 }, async () => (await sql<{ statement_timeout: string }>`show statement_timeout`.execute(db)).rows[0]?.statement_timeout)
     expect(outside).toBe('0')
+  })
+
+  it("does not read back a caller's own SET of statement_timeout outside a transaction (the read-back could run on another server connection); inside one it does", async () => {
+    const sent: string[] = []
+    const spied = new pg.Pool({ connectionString: bouncer!.url, max: 1 })
+    // Records what the session sends; pg itself runs as usual.
+    spied.on('connect', (client) => {
+      const query = client.query.bind(client) as (...args: unknown[]) => unknown
+      ;(client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args) => {
+        if (typeof args[0] === 'string') sent.push(args[0])
+        return query(...args)
+      }
+    })
+    const spiedDb = new Kysely<any>({ dialect: new GovernedPostgresDialect({ pool: spied, pooler: 'pgbouncer-transaction' }) })
+    const readBacks = (): number => sent.filter((text) => text.includes('pg_settings')).length
+    try {
+      // `to default`: a caller's SET as any other, which leaves nothing on the server connection for the other tests.
+      await withQueryContext({ timeoutMs: 5_000 }, () => sql`set statement_timeout to default`.execute(spiedDb))
+      expect(sent.some((text) => /^set statement_timeout to default/.test(text))).toBe(true)
+      expect(readBacks()).toBe(0)
+      // Inside a transaction the server connection is ours until it ends: the read-back is sound there.
+      await withQueryContext({ timeoutMs: 5_000 }, () => spiedDb.transaction().execute((trx) => sql`set local statement_timeout = '1s'`.execute(trx)))
+      expect(readBacks()).toBe(1)
+    } finally {
+      await spiedDb.destroy()
+    }
   })
 
   it('leaves no statement_timeout of ours on any server connection: another client sees the default and its long statement runs', async () => {

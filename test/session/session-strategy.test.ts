@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { now } from '../../src/context/monotonic-clock.js'
 import { InvalidOptionError } from '../../src/errors/invalid-option-error.js'
 import type { Canceller, CancelOutcome } from '../../src/session/canceller.js'
 import { sessionStrategyFor } from '../../src/session/session-strategy.js'
@@ -23,6 +24,10 @@ describe('session strategies', () => {
     expect(strategy.usesControlConnection).toBe(true)
     expect(strategy.timeoutChange(new StatementTimeoutCache(), 500, 'I')).toEqual({ value: 500, local: false })
     expect(strategy.timeoutChange(new StatementTimeoutCache(), 500, 'T')).toEqual({ value: 500, local: true })
+    // The cached session SET carries the deadline: nothing rides along with the statement, and a caller's own SET is read back.
+    expect(strategy.carry('select 1', [], now() + 500, 'I')).toBeUndefined()
+    expect(strategy.carriesDeadlines).toBe(false)
+    expect(strategy.learnsCallerTimeout('I')).toBe(true)
     const { canceller, calls } = recordingCanceller()
     await strategy.cancel(canceller, 7, 1)
     await strategy.terminate(canceller, 7, 1)
@@ -37,6 +42,14 @@ describe('session strategies', () => {
     expect(strategy.timeoutChange(cache, 'default', 'I')).toBeUndefined()
     expect(strategy.timeoutChange(cache, 500, 'T')).toEqual({ value: 500, local: true })
     expect(strategy.timeoutChange(cache, 500, 'E')).toBeUndefined()
+    // Outside a transaction the deadline rides in the statement's own simple query where it can (deadline-carrier.test.ts).
+    expect(strategy.carry('select 1', [], now() + 500, 'I')).toMatch(/^set local statement_timeout = \d+; select 1$/)
+    expect(strategy.carry('select $1::int', [1], now() + 500, 'I')).toBeUndefined()
+    expect(strategy.carry('select 1', [], now() + 500, 'T')).toBeUndefined()
+    expect(strategy.carriesDeadlines).toBe(true)
+    // A caller's own SET outside a transaction is not read back: the read-back could run on another server connection.
+    expect(strategy.learnsCallerTimeout('I')).toBe(false)
+    expect(strategy.learnsCallerTimeout('T')).toBe(true)
     const { canceller, calls } = recordingCanceller()
     await strategy.cancel(canceller, 7, 1)
     await strategy.terminate(canceller, 7, 1)
@@ -49,9 +62,22 @@ describe('session strategies', () => {
   it('PgBouncer session pooling: the session SET as on a direct connection; protocol cancels only', async () => {
     const strategy = sessionStrategyFor('pgbouncer-session')
     expect(strategy.timeoutChange(new StatementTimeoutCache(), 500, 'I')).toEqual({ value: 500, local: false })
+    expect(strategy.carry('select 1', [], now() + 500, 'I')).toBeUndefined()
+    expect(strategy.learnsCallerTimeout('I')).toBe(true)
     const { canceller, calls } = recordingCanceller()
     await strategy.cancel(canceller, 7, 1)
     expect(calls).toEqual(['protocol 7'])
+  })
+
+  it("transaction pooling with deadlineOnServerClock: the server works the time left out; only in that mode, and only as a boolean", () => {
+    const strategy = sessionStrategyFor({ mode: 'pgbouncer-transaction', deadlineOnServerClock: true })
+    expect(strategy.pooler).toBe('pgbouncer-transaction')
+    expect(strategy.carry('select 1', [], now() + 500, 'I')).toMatch(/^select set_config\('statement_timeout', .*clock_timestamp\(\).*; select 1$/)
+    expect(sessionStrategyFor({ mode: 'pgbouncer-transaction' }).carry('select 1', [], now() + 500, 'I')).toMatch(/^set local statement_timeout = \d+; select 1$/)
+    expect(sessionStrategyFor({ mode: 'pgbouncer-session' }).pooler).toBe('pgbouncer-session')
+    expect(() => sessionStrategyFor({ mode: 'pgbouncer-session', deadlineOnServerClock: true })).toThrow(/pooler.deadlineOnServerClock.*'pgbouncer-transaction' only/)
+    expect(() => sessionStrategyFor({ mode: 'pgbouncer-transaction', deadlineOnServerClock: 'yes' })).toThrow(/pooler.deadlineOnServerClock.*must be a boolean/)
+    expect(() => sessionStrategyFor({ mode: 'pgbouncer' })).toThrow(/pooler.mode.*must be one of/)
   })
 
   it('refuses an unknown mode, and startup parameters PgBouncer refuses, saying what to change', () => {
