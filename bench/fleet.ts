@@ -10,7 +10,7 @@
  * BENCH_IDLE_MS (1000) in both setups; BENCH_RATE (150) requests/s open loop for
  * BENCH_SECONDS (12); BENCH_CRITICAL_PCT (10) % critical, the rest sheddable;
  * each `select pg_sleep(BENCH_SLEEP_MS / 1000)` (50 ms) with a BENCH_DEADLINE_MS
- * (1000) deadline. The instances start at one moment.
+ * (1000) deadline. The instances start at one moment, once every one has loaded.
  *
  * Setups (BENCH_FLEET_SETUPS):
  *   kysely               Kysely PostgresDialect, execute({ signal: AbortSignal.timeout(deadline) })
@@ -19,6 +19,8 @@
  *   governed-saturation  the same with fleet.saturation sampled every 500 ms (informational;
  *                        not in the default list)
  *
+ * BENCH_TRACE_START_MS=2000 prints what each instance saw in its first 2 s: pool
+ * counts as they change, capacity and serverLimits events, and each critical failure.
  * BENCH_TRACE=1 also prints, per instance, the connections held and the governor's
  * ceiling every half second, and why critical requests failed, by half second.
  *
@@ -35,6 +37,7 @@
  *   npx tsx bench/fleet.ts      (npm run bench:fleet)
  */
 import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
@@ -62,9 +65,17 @@ interface SetupResult {
   readonly peakConnections: number
 }
 
-function runWorker(setup: FleetSetup, url: string, index: number, startAt: number): Promise<FleetWorkerReport> {
+interface Worker {
+  /** Resolves once the worker has loaded its modules (tsx compiles them, seconds under load) and waits for the start. */
+  readonly ready: Promise<void>
+  /** Tells the worker the common start (epoch ms). */
+  start(at: number): void
+  readonly report: Promise<FleetWorkerReport>
+}
+
+function runWorker(setup: FleetSetup, url: string, index: number): Worker {
   const child = spawn(process.execPath, ['--import', 'tsx', WORKER], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe'],
     env: {
       ...process.env,
       FLEET_SETUP: setup,
@@ -78,22 +89,29 @@ function runWorker(setup: FleetSetup, url: string, index: number, startAt: numbe
       FLEET_DEADLINE_MS: String(DEADLINE_MS),
       FLEET_CRITICAL_PCT: String(CRITICAL_PCT),
       FLEET_SEED: String(index + 1),
-      FLEET_START_AT: String(startAt),
+      FLEET_TRACE_MS: String(envInt('BENCH_TRACE_START_MS', 0, 0)),
     },
   })
   let out = ''
   let err = ''
-  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()))
+  let markReady: () => void = () => {}
+  const ready = new Promise<void>((resolve) => (markReady = resolve))
+  child.stdout.on('data', (chunk: Buffer) => {
+    out += chunk.toString()
+    if (out.startsWith('ready\n')) markReady()
+  })
   child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()))
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), (SECONDS + 60) * 1000)
+  const report = new Promise<FleetWorkerReport>((resolve, reject) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), (SECONDS + 120) * 1000)
     child.once('exit', (code) => {
       clearTimeout(timer)
+      markReady()
       const line = out.trim().split('\n').pop()
-      if (code !== 0 || !line) reject(new Error(`${setup} instance ${index + 1} exited with ${code}: ${err.slice(0, 2000)}`))
+      if (code !== 0 || !line || line === 'ready') reject(new Error(`${setup} instance ${index + 1} exited with ${code}: ${err.slice(0, 2000)}`))
       else resolve(JSON.parse(line) as FleetWorkerReport)
     })
   })
+  return { ready, report, start: (at) => child.stdin.end(`${at}\n`) }
 }
 
 async function runSetup(setup: FleetSetup, appUrl: string, monitor: pg.Client): Promise<SetupResult> {
@@ -106,9 +124,15 @@ async function runSetup(setup: FleetSetup, appUrl: string, monitor: pg.Client): 
       await new Promise((resolve) => setTimeout(resolve, 25))
     }
   })()
-  const startAt = Date.now() + 3_000
   try {
-    const reports = await Promise.all(Array.from({ length: INSTANCES }, (_, i) => runWorker(setup, appUrl, i, startAt)))
+    const workers = Array.from({ length: INSTANCES }, (_, i) => runWorker(setup, appUrl, i))
+    // Every instance is loaded before the traffic starts, at one moment for all: the start under test is the
+    // fleet's connections and first queries, not module loading (which, under load, took 3-15 s and ran
+    // into the first instances' start).
+    await Promise.all(workers.map((w) => w.ready))
+    const startAt = Date.now() + 500
+    for (const w of workers) w.start(startAt)
+    const reports = await Promise.all(workers.map((w) => w.report))
     return { setup, reports, peakConnections: peak }
   } finally {
     sampling = false
@@ -123,6 +147,25 @@ async function waitQuiet(monitor: pg.Client): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
   await monitor.query(`select pg_terminate_backend(pid) from pg_stat_activity where usename = 'fleet_app'`)
+}
+
+/**
+ * With the kernel's autogroups on, `nice` ranks processes only within their session: against other
+ * sessions' work (other benches, test suites) the bench gets its group's share, whatever its nice.
+ * What the figures were measured under, said in the header.
+ */
+function schedulerNote(): string {
+  const read = (path: string): string | undefined => {
+    try {
+      return readFileSync(path, 'utf8').trim()
+    } catch {
+      return undefined
+    }
+  }
+  const enabled = read('/proc/sys/kernel/sched_autogroup_enabled')
+  const group = read('/proc/self/autogroup')
+  if (enabled !== '1' || !group) return 'scheduler: no autogroups, nice applies machine-wide'
+  return `scheduler: autogroups on, this run's ${group} (nice -n alone does not rank it above other sessions; run it under setsid with /proc/self/autogroup set for that)`
 }
 
 const pct = (ok: number, total: number): number => (total === 0 ? 100 : (100 * ok) / total)
@@ -150,6 +193,7 @@ async function main(): Promise<number> {
     console.log(
       `[fleet] PostgreSQL ${rows[0]?.v} (embedded, max_connections ${MAX_CONNECTIONS}, ${slots} slots for the application role); node ${process.version}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`,
     )
+    console.log(`[fleet] ${schedulerNote()}`)
     console.log(
       `[fleet] ${INSTANCES} instances x pool max ${POOL_MAX} (= ${INSTANCES * POOL_MAX} wanted for ${slots} slots), idleTimeoutMillis ${IDLE_MS}; ` +
         `${RATE} req/s each for ${SECONDS} s, ${SLEEP_MS} ms queries, ${CRITICAL_PCT}% critical, ${DEADLINE_MS} ms deadline`,
@@ -192,6 +236,7 @@ async function main(): Promise<number> {
         if (envFlag('BENCH_TRACE')) console.log(`  ${r.setup} instance ${i + 1}: held each 0.5 s ${w.held.join(' ')}${w.ceilings.length ? `; ceiling ${w.ceilings.join(' ')}; limits read after ${w.limitsAfterMs ?? '-'} ms, fair share ${w.fairShare ?? '-'}` : ''}`)
       })
     }
+    for (const r of results) r.reports.forEach((w, i) => w.startTrace?.forEach((line) => console.log(`  ${r.setup} ${i + 1} ${line}`)))
     for (const s of summary) if (s.samples.length) console.log(`  ${s.setup} errors, for example: ${[...new Set(s.samples)].slice(0, 3).join(' | ')}`)
     const kysely = summary.find((s) => s.setup === 'kysely')
     const checks: Check[] = []
