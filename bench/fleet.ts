@@ -18,6 +18,11 @@
  *                        fleet: { expectedInstances: N }; default admission
  *   governed-saturation  the same with fleet.saturation sampled every 500 ms (informational;
  *                        not in the default list)
+ *   kysely-pgbouncer     Kysely as above, every instance through one PgBouncer (transaction
+ *                        pooling, default_pool_size BENCH_PGBOUNCER_POOL_SIZE, 24)
+ *   governed-pgbouncer   pg-governor as above with pooler: 'pgbouncer-transaction', through
+ *                        the same kind of PgBouncer (one per setup, started fresh)
+ * The default list is the first two, and the two PgBouncer ones when pgbouncer is installed.
  *
  * BENCH_TRACE_START_MS=2000 prints what each instance saw in its first 2 s: pool
  * counts as they change, capacity and serverLimits events, and each critical failure.
@@ -41,6 +46,7 @@ import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
+import { pgbouncerBinary, startPgBouncer, type PgBouncer } from '../test/support/pgbouncer.js'
 import { startEmbeddedServer, type ControllableServer } from '../test/support/test-server.js'
 import { envInt, envFlag } from './support/env.js'
 import { check, fmt, fmtInt, printChecks, printTable, type Check } from './support/format.js'
@@ -55,7 +61,10 @@ const SECONDS = envInt('BENCH_SECONDS', 12)
 const SLEEP_MS = envInt('BENCH_SLEEP_MS', 50)
 const DEADLINE_MS = envInt('BENCH_DEADLINE_MS', 1_000)
 const CRITICAL_PCT = envInt('BENCH_CRITICAL_PCT', 10, 0)
-const SETUPS = (process.env['BENCH_FLEET_SETUPS'] ?? 'kysely,governed').split(',').map((s) => s.trim()) as FleetSetup[]
+const PGBOUNCER_POOL_SIZE = envInt('BENCH_PGBOUNCER_POOL_SIZE', 24)
+const SETUPS = (process.env['BENCH_FLEET_SETUPS'] ?? `kysely,governed${pgbouncerBinary() ? ',kysely-pgbouncer,governed-pgbouncer' : ''}`)
+  .split(',')
+  .map((s) => s.trim()) as FleetSetup[]
 const WORKER = fileURLToPath(new URL('./support/fleet-worker.ts', import.meta.url))
 const SUPERUSER_RESERVED = 3
 
@@ -201,7 +210,15 @@ async function main(): Promise<number> {
     const results: SetupResult[] = []
     for (const setup of SETUPS) {
       await waitQuiet(monitor)
-      results.push(await runSetup(setup, url.toString(), monitor))
+      // The PgBouncer setups: one PgBouncer in transaction pooling for the whole fleet, logged in as the application role.
+      const bouncer: PgBouncer | undefined = setup.endsWith('-pgbouncer')
+        ? await startPgBouncer(url.toString(), { poolMode: 'transaction', defaultPoolSize: PGBOUNCER_POOL_SIZE })
+        : undefined
+      try {
+        results.push(await runSetup(setup, bouncer ? bouncer.urlFor(url.toString()) : url.toString(), monitor))
+      } finally {
+        await bouncer?.stop()
+      }
     }
     const rowsOut = results.flatMap((r) =>
       r.reports.map((w, i) => [
@@ -232,18 +249,19 @@ async function main(): Promise<number> {
     )
     for (const r of results) {
       r.reports.forEach((w, i) => {
-        if (Object.keys(w.criticalFailures).length && (r.setup !== 'kysely' || envFlag('BENCH_TRACE'))) console.log(`  ${r.setup} instance ${i + 1}: critical failures ${JSON.stringify(w.criticalFailures)}`)
+        if (Object.keys(w.criticalFailures).length && (!r.setup.startsWith('kysely') || envFlag('BENCH_TRACE'))) console.log(`  ${r.setup} instance ${i + 1}: critical failures ${JSON.stringify(w.criticalFailures)}`)
         if (envFlag('BENCH_TRACE')) console.log(`  ${r.setup} instance ${i + 1}: held each 0.5 s ${w.held.join(' ')}${w.ceilings.length ? `; ceiling ${w.ceilings.join(' ')}; limits read after ${w.limitsAfterMs ?? '-'} ms, fair share ${w.fairShare ?? '-'}` : ''}`)
       })
     }
     for (const r of results) r.reports.forEach((w, i) => w.startTrace?.forEach((line) => console.log(`  ${r.setup} ${i + 1} ${line}`)))
     for (const s of summary) if (s.samples.length) console.log(`  ${s.setup} errors, for example: ${[...new Set(s.samples)].slice(0, 3).join(' | ')}`)
-    const kysely = summary.find((s) => s.setup === 'kysely')
     const checks: Check[] = []
-    for (const s of summary.filter((x) => x.setup !== 'kysely')) {
+    for (const s of summary.filter((x) => !x.setup.startsWith('kysely'))) {
+      // Each governed setup against plain Kysely on the same path (direct, or through PgBouncer).
+      const kysely = summary.find((k) => k.setup === (s.setup.endsWith('-pgbouncer') ? 'kysely-pgbouncer' : 'kysely'))
       checks.push(check(`${s.setup}: worst instance critical success`, s.worst, '>=', 99, '%'))
       checks.push(check(`${s.setup}: connection errors reaching callers`, s.connectionErrors, '<=', 0))
-      if (kysely) checks.push(check(`${s.setup}: goodput / plain Kysely's`, s.goodput / kysely.goodput, '>=', 1, 'x'))
+      if (kysely) checks.push(check(`${s.setup}: goodput / ${kysely.setup}'s`, s.goodput / kysely.goodput, '>=', 1, 'x'))
     }
     printChecks('Targets', checks)
     console.log(`\n[fleet] done in ${((performance.now() - startedAt) / 1000).toFixed(1)} s; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`)

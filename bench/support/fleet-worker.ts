@@ -9,7 +9,7 @@ import { GovernedPostgresDialect, LoadShedError, DeadlineExceededError, isCapaci
 import { isConnectionFailure } from '../../src/admission/circuit-breaker.js'
 import { fixedRateArrivals, seededRandom } from './open-loop.js'
 
-export type FleetSetup = 'kysely' | 'governed' | 'governed-saturation'
+export type FleetSetup = 'kysely' | 'governed' | 'governed-saturation' | 'kysely-pgbouncer' | 'governed-pgbouncer'
 
 /** What one instance reports. */
 export interface FleetWorkerReport {
@@ -48,10 +48,14 @@ const pool = new pg.Pool({ connectionString: env('FLEET_URL'), max: Number(env('
 // Kysely's PostgresDialect adds no 'error' listener; an idle client dropped at the end would crash the process.
 pool.on('error', () => {})
 const instances = Number(env('FLEET_INSTANCES'))
-const governed =
-  setup === 'kysely'
-    ? undefined
-    : new GovernedPostgresDialect({ pool, fleet: { expectedInstances: instances, saturation: setup === 'governed-saturation' ? { intervalMs: 500 } : false } })
+const governed = setup.startsWith('kysely')
+  ? undefined
+  : new GovernedPostgresDialect({
+      pool,
+      // Behind PgBouncer there is no control connection: no limits check and no sampling (README, Many instances).
+      pooler: setup === 'governed-pgbouncer' ? 'pgbouncer-transaction' : 'none',
+      fleet: { expectedInstances: instances, saturation: setup === 'governed-saturation' ? { intervalMs: 500 } : false },
+    })
 const db = new Kysely<any>({ dialect: governed ?? new PostgresDialect({ pool }) })
 let limitsAtMs: number | undefined
 let fairShare: number | undefined
@@ -100,7 +104,7 @@ async function request(criticality: Criticality): Promise<void> {
   bucket.total++
   const statement = sql`select pg_sleep(${sleepS})`
   try {
-    if (setup === 'kysely') await statement.execute(db, { signal: AbortSignal.timeout(deadlineMs) })
+    if (!governed) await statement.execute(db, { signal: AbortSignal.timeout(deadlineMs) })
     else await withQueryContext({ timeoutMs: deadlineMs, criticality }, () => statement.execute(db))
     bucket.ok++
   } catch (error) {
