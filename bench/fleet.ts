@@ -10,7 +10,7 @@
  * BENCH_IDLE_MS (1000) in both setups; BENCH_RATE (150) requests/s open loop for
  * BENCH_SECONDS (12); BENCH_CRITICAL_PCT (10) % critical, the rest sheddable;
  * each `select pg_sleep(BENCH_SLEEP_MS / 1000)` (50 ms) with a BENCH_DEADLINE_MS
- * (1000) deadline. The instances start at one moment.
+ * (1000) deadline. The instances start at one moment, once every one has loaded.
  *
  * Setups (BENCH_FLEET_SETUPS):
  *   kysely               Kysely PostgresDialect, execute({ signal: AbortSignal.timeout(deadline) })
@@ -18,7 +18,14 @@
  *                        fleet: { expectedInstances: N }; default admission
  *   governed-saturation  the same with fleet.saturation sampled every 500 ms (informational;
  *                        not in the default list)
+ *   kysely-pgbouncer     Kysely as above, every instance through one PgBouncer (transaction
+ *                        pooling, default_pool_size BENCH_PGBOUNCER_POOL_SIZE, 24)
+ *   governed-pgbouncer   pg-governor as above with pooler: 'pgbouncer-transaction', through
+ *                        the same kind of PgBouncer (one per setup, started fresh)
+ * The default list is the first two, and the two PgBouncer ones when pgbouncer is installed.
  *
+ * BENCH_TRACE_START_MS=2000 prints what each instance saw in its first 2 s: pool
+ * counts as they change, capacity and serverLimits events, and each critical failure.
  * BENCH_TRACE=1 also prints, per instance, the connections held and the governor's
  * ceiling every half second, and why critical requests failed, by half second.
  *
@@ -35,9 +42,11 @@
  *   npx tsx bench/fleet.ts      (npm run bench:fleet)
  */
 import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
+import { pgbouncerBinary, startPgBouncer, type PgBouncer } from '../test/support/pgbouncer.js'
 import { startEmbeddedServer, type ControllableServer } from '../test/support/test-server.js'
 import { envInt, envFlag } from './support/env.js'
 import { check, fmt, fmtInt, printChecks, printTable, type Check } from './support/format.js'
@@ -52,7 +61,10 @@ const SECONDS = envInt('BENCH_SECONDS', 12)
 const SLEEP_MS = envInt('BENCH_SLEEP_MS', 50)
 const DEADLINE_MS = envInt('BENCH_DEADLINE_MS', 1_000)
 const CRITICAL_PCT = envInt('BENCH_CRITICAL_PCT', 10, 0)
-const SETUPS = (process.env['BENCH_FLEET_SETUPS'] ?? 'kysely,governed').split(',').map((s) => s.trim()) as FleetSetup[]
+const PGBOUNCER_POOL_SIZE = envInt('BENCH_PGBOUNCER_POOL_SIZE', 24)
+const SETUPS = (process.env['BENCH_FLEET_SETUPS'] ?? `kysely,governed${pgbouncerBinary() ? ',kysely-pgbouncer,governed-pgbouncer' : ''}`)
+  .split(',')
+  .map((s) => s.trim()) as FleetSetup[]
 const WORKER = fileURLToPath(new URL('./support/fleet-worker.ts', import.meta.url))
 const SUPERUSER_RESERVED = 3
 
@@ -62,9 +74,17 @@ interface SetupResult {
   readonly peakConnections: number
 }
 
-function runWorker(setup: FleetSetup, url: string, index: number, startAt: number): Promise<FleetWorkerReport> {
+interface Worker {
+  /** Resolves once the worker has loaded its modules (tsx compiles them, seconds under load) and waits for the start. */
+  readonly ready: Promise<void>
+  /** Tells the worker the common start (epoch ms). */
+  start(at: number): void
+  readonly report: Promise<FleetWorkerReport>
+}
+
+function runWorker(setup: FleetSetup, url: string, index: number): Worker {
   const child = spawn(process.execPath, ['--import', 'tsx', WORKER], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe'],
     env: {
       ...process.env,
       FLEET_SETUP: setup,
@@ -78,22 +98,29 @@ function runWorker(setup: FleetSetup, url: string, index: number, startAt: numbe
       FLEET_DEADLINE_MS: String(DEADLINE_MS),
       FLEET_CRITICAL_PCT: String(CRITICAL_PCT),
       FLEET_SEED: String(index + 1),
-      FLEET_START_AT: String(startAt),
+      FLEET_TRACE_MS: String(envInt('BENCH_TRACE_START_MS', 0, 0)),
     },
   })
   let out = ''
   let err = ''
-  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()))
+  let markReady: () => void = () => {}
+  const ready = new Promise<void>((resolve) => (markReady = resolve))
+  child.stdout.on('data', (chunk: Buffer) => {
+    out += chunk.toString()
+    if (out.startsWith('ready\n')) markReady()
+  })
   child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()))
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), (SECONDS + 60) * 1000)
+  const report = new Promise<FleetWorkerReport>((resolve, reject) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), (SECONDS + 120) * 1000)
     child.once('exit', (code) => {
       clearTimeout(timer)
+      markReady()
       const line = out.trim().split('\n').pop()
-      if (code !== 0 || !line) reject(new Error(`${setup} instance ${index + 1} exited with ${code}: ${err.slice(0, 2000)}`))
+      if (code !== 0 || !line || line === 'ready') reject(new Error(`${setup} instance ${index + 1} exited with ${code}: ${err.slice(0, 2000)}`))
       else resolve(JSON.parse(line) as FleetWorkerReport)
     })
   })
+  return { ready, report, start: (at) => child.stdin.end(`${at}\n`) }
 }
 
 async function runSetup(setup: FleetSetup, appUrl: string, monitor: pg.Client): Promise<SetupResult> {
@@ -106,9 +133,15 @@ async function runSetup(setup: FleetSetup, appUrl: string, monitor: pg.Client): 
       await new Promise((resolve) => setTimeout(resolve, 25))
     }
   })()
-  const startAt = Date.now() + 3_000
   try {
-    const reports = await Promise.all(Array.from({ length: INSTANCES }, (_, i) => runWorker(setup, appUrl, i, startAt)))
+    const workers = Array.from({ length: INSTANCES }, (_, i) => runWorker(setup, appUrl, i))
+    // Every instance is loaded before the traffic starts, at one moment for all: the start under test is the
+    // fleet's connections and first queries, not module loading (which, under load, took 3-15 s and ran
+    // into the first instances' start).
+    await Promise.all(workers.map((w) => w.ready))
+    const startAt = Date.now() + 500
+    for (const w of workers) w.start(startAt)
+    const reports = await Promise.all(workers.map((w) => w.report))
     return { setup, reports, peakConnections: peak }
   } finally {
     sampling = false
@@ -123,6 +156,25 @@ async function waitQuiet(monitor: pg.Client): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
   await monitor.query(`select pg_terminate_backend(pid) from pg_stat_activity where usename = 'fleet_app'`)
+}
+
+/**
+ * With the kernel's autogroups on, `nice` ranks processes only within their session: against other
+ * sessions' work (other benches, test suites) the bench gets its group's share, whatever its nice.
+ * What the figures were measured under, said in the header.
+ */
+function schedulerNote(): string {
+  const read = (path: string): string | undefined => {
+    try {
+      return readFileSync(path, 'utf8').trim()
+    } catch {
+      return undefined
+    }
+  }
+  const enabled = read('/proc/sys/kernel/sched_autogroup_enabled')
+  const group = read('/proc/self/autogroup')
+  if (enabled !== '1' || !group) return 'scheduler: no autogroups, nice applies machine-wide'
+  return `scheduler: autogroups on, this run's ${group} (nice -n alone does not rank it above other sessions; run it under setsid with /proc/self/autogroup set for that)`
 }
 
 const pct = (ok: number, total: number): number => (total === 0 ? 100 : (100 * ok) / total)
@@ -150,6 +202,7 @@ async function main(): Promise<number> {
     console.log(
       `[fleet] PostgreSQL ${rows[0]?.v} (embedded, max_connections ${MAX_CONNECTIONS}, ${slots} slots for the application role); node ${process.version}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`,
     )
+    console.log(`[fleet] ${schedulerNote()}`)
     console.log(
       `[fleet] ${INSTANCES} instances x pool max ${POOL_MAX} (= ${INSTANCES * POOL_MAX} wanted for ${slots} slots), idleTimeoutMillis ${IDLE_MS}; ` +
         `${RATE} req/s each for ${SECONDS} s, ${SLEEP_MS} ms queries, ${CRITICAL_PCT}% critical, ${DEADLINE_MS} ms deadline`,
@@ -157,7 +210,15 @@ async function main(): Promise<number> {
     const results: SetupResult[] = []
     for (const setup of SETUPS) {
       await waitQuiet(monitor)
-      results.push(await runSetup(setup, url.toString(), monitor))
+      // The PgBouncer setups: one PgBouncer in transaction pooling for the whole fleet, logged in as the application role.
+      const bouncer: PgBouncer | undefined = setup.endsWith('-pgbouncer')
+        ? await startPgBouncer(url.toString(), { poolMode: 'transaction', defaultPoolSize: PGBOUNCER_POOL_SIZE })
+        : undefined
+      try {
+        results.push(await runSetup(setup, bouncer ? bouncer.urlFor(url.toString()) : url.toString(), monitor))
+      } finally {
+        await bouncer?.stop()
+      }
     }
     const rowsOut = results.flatMap((r) =>
       r.reports.map((w, i) => [
@@ -188,17 +249,19 @@ async function main(): Promise<number> {
     )
     for (const r of results) {
       r.reports.forEach((w, i) => {
-        if (Object.keys(w.criticalFailures).length && (r.setup !== 'kysely' || envFlag('BENCH_TRACE'))) console.log(`  ${r.setup} instance ${i + 1}: critical failures ${JSON.stringify(w.criticalFailures)}`)
+        if (Object.keys(w.criticalFailures).length && (!r.setup.startsWith('kysely') || envFlag('BENCH_TRACE'))) console.log(`  ${r.setup} instance ${i + 1}: critical failures ${JSON.stringify(w.criticalFailures)}`)
         if (envFlag('BENCH_TRACE')) console.log(`  ${r.setup} instance ${i + 1}: held each 0.5 s ${w.held.join(' ')}${w.ceilings.length ? `; ceiling ${w.ceilings.join(' ')}; limits read after ${w.limitsAfterMs ?? '-'} ms, fair share ${w.fairShare ?? '-'}` : ''}`)
       })
     }
+    for (const r of results) r.reports.forEach((w, i) => w.startTrace?.forEach((line) => console.log(`  ${r.setup} ${i + 1} ${line}`)))
     for (const s of summary) if (s.samples.length) console.log(`  ${s.setup} errors, for example: ${[...new Set(s.samples)].slice(0, 3).join(' | ')}`)
-    const kysely = summary.find((s) => s.setup === 'kysely')
     const checks: Check[] = []
-    for (const s of summary.filter((x) => x.setup !== 'kysely')) {
+    for (const s of summary.filter((x) => !x.setup.startsWith('kysely'))) {
+      // Each governed setup against plain Kysely on the same path (direct, or through PgBouncer).
+      const kysely = summary.find((k) => k.setup === (s.setup.endsWith('-pgbouncer') ? 'kysely-pgbouncer' : 'kysely'))
       checks.push(check(`${s.setup}: worst instance critical success`, s.worst, '>=', 99, '%'))
       checks.push(check(`${s.setup}: connection errors reaching callers`, s.connectionErrors, '<=', 0))
-      if (kysely) checks.push(check(`${s.setup}: goodput / plain Kysely's`, s.goodput / kysely.goodput, '>=', 1, 'x'))
+      if (kysely) checks.push(check(`${s.setup}: goodput / ${kysely.setup}'s`, s.goodput / kysely.goodput, '>=', 1, 'x'))
     }
     printChecks('Targets', checks)
     console.log(`\n[fleet] done in ${((performance.now() - startedAt) / 1000).toFixed(1)} s; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`)

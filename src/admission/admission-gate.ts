@@ -75,6 +75,8 @@ export class AdmissionGate {
       { loadRefusal: (ticket) => this.#loadRefusal(ticket), circuitOpen: (ticket) => this.#circuitOpen(ticket), place: (waiter) => this.#place(waiter) },
       { waitForRecovery, maxWaiting: policy.maxWaiting },
     )
+    // A ceiling that starts capped (one connect at a time until the fleet's limits are read) closes the fast path.
+    this.#updateFastLimit()
   }
 
   /** Connections the server has let this pool reach: `max` unless a refusal for capacity capped it. */
@@ -103,6 +105,15 @@ export class AdmissionGate {
   setFairShare(share: number): void {
     this.#ceiling.setFairShare(share)
     this.#updateFastLimit()
+    this.#pump()
+  }
+
+  /** The fleet's limits are known (or could not be read): a pool still starting stops opening one connection at a time. */
+  started(): void {
+    if (!this.#ceiling.starting) return
+    this.#ceiling.started()
+    this.#updateFastLimit()
+    this.#pump()
   }
 
   /** The pool closed a connection and now has `established`: with a fair share set, the ceiling follows it down. */
@@ -110,17 +121,24 @@ export class AdmissionGate {
     this.#ceiling.gaveBack(established)
   }
 
-  /** A connection was had while the pool held `total`: a capped ceiling rises to it, and waiters that now fit are let in. True when it rose. */
+  /**
+   * A new connection was had while the pool held `total`: a capped ceiling
+   * rises to it (true when it rose), a pool still starting may open the next
+   * one, and waiters that now fit are let in.
+   */
   connected(total: number): boolean {
-    if (!this.#ceiling.capped || !this.#ceiling.connected(total)) return false
+    const ceiling = this.#ceiling
+    if (!ceiling.capped) return false
+    const starting = ceiling.starting
+    if (!ceiling.connected(total)) return false
     this.#updateFastLimit()
     this.#pump()
-    return true
+    return !starting
   }
 
-  /** Whether a refusal for capacity has capped the pool below its `max`. */
+  /** Whether a refusal for capacity or the fleet's fair share has capped the pool below its `max` (not the one-at-a-time start). */
   get capped(): boolean {
-    return this.#ceiling.capped
+    return this.#ceiling.capped && !this.#ceiling.starting
   }
 
   /**
@@ -301,7 +319,7 @@ export class AdmissionGate {
     if (utilisation >= threshold || this.#serverSaturation >= threshold) {
       const what =
         utilisation >= this.#serverSaturation
-          ? `pool utilisation ${utilisation.toFixed(2)}${this.#ceiling.capped ? ` (of the ${this.#ceiling.ceiling} connections the server lets this pool reach)` : ''}`
+          ? `pool utilisation ${utilisation.toFixed(2)}${this.capped ? ` (of the ${this.#ceiling.ceiling} connections the server lets this pool reach)` : ''}`
           : `server saturation ${this.#serverSaturation.toFixed(2)} (busy application backends / usable slots)`
       return new LoadShedError({
         criticality,
@@ -375,7 +393,8 @@ export class AdmissionGate {
    * comes due: a pool that holds no connection at all gets no release to do it.
    */
   #armProbe(): void {
-    if (this.#probeTimer || !this.#ceiling.capped || this.#queue.size === 0) return
+    // Starting (one connect at a time) has no probe: its connects' outcomes wake the queue.
+    if (this.#probeTimer || !this.#ceiling.capped || this.#queue.size === 0 || this.#ceiling.probeAt === Infinity) return
     const delayMs = Math.ceil(this.#ceiling.probeAt - now())
     if (delayMs <= 0) {
       // Due already: the caller's own clock read may have said "not yet" a moment ago. Let in

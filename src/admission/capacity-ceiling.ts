@@ -1,7 +1,11 @@
 import { now } from '../context/monotonic-clock.js'
 
 /**
- * `unbounded`: the pool's own `max` is the limit. `capped`: `ceiling`
+ * `unbounded`: the pool's own `max` is the limit. `starting`: the fleet's
+ * limits are being read (the fleet option said several instances share the
+ * server): new connections are opened one at a time, so that a fleet started
+ * together does not open every pool's `max` at once before each instance knows
+ * its share; `established` is what the pool holds. `capped`: `ceiling`
  * connections are what the pool can count on (the server refused one more
  * for capacity, or the fleet's fair share); one more is tried at `probeAt`.
  * `backoffMs` grows with each failed probe; above the fair share a
@@ -10,6 +14,7 @@ import { now } from '../context/monotonic-clock.js'
  */
 type CeilingState =
   | { readonly kind: 'unbounded' }
+  | { readonly kind: 'starting'; readonly established: number }
   | { readonly kind: 'capped'; readonly ceiling: number; readonly probeAt: number; readonly backoffMs: number; readonly decayAt: number }
 
 /** The first probe upward, this long after a refusal; the pace below the fair share. */
@@ -18,6 +23,8 @@ export const FIRST_CAPACITY_PROBE_MS = 100
 export const MAX_CAPACITY_PROBE_MS = 1_000
 /** A connection above the fair share is borrowed for this long before the ceiling gives it back. */
 export const BORROW_MS = 2_000
+/** While starting, connects under way at once: enough to serve the queue, few enough not to crowd a fleet's simultaneous start. */
+export const STARTING_CONNECTS = 1
 
 const UNBOUNDED: CeilingState = Object.freeze({ kind: 'unbounded' })
 
@@ -53,18 +60,28 @@ export class CapacityCeiling {
   /** This instance's share of the server when the fleet is known not to fit; 0 when it fits or is unknown. */
   #fairShare = 0
 
-  /** `clock` is the monotonic clock in milliseconds; tests pass a fake one. */
-  constructor(max: number, clock: () => number = now) {
+  /**
+   * `clock` is the monotonic clock in milliseconds; tests pass a fake one.
+   * `starting`: the fleet's limits will be read; open connections one at a
+   * time until {@link started} or {@link setFairShare}.
+   */
+  constructor(max: number, clock: () => number = now, starting = false) {
     this.#max = max
     this.#clock = clock
+    if (starting) this.#state = { kind: 'starting', established: 0 }
   }
 
-  /** Whether the pool is held below its `max` (a refusal, or the fleet's fair share). */
+  /** Whether the pool is held below its `max` (a refusal, the fleet's fair share, or the one-at-a-time start). */
   get capped(): boolean {
-    return this.#state.kind === 'capped'
+    return this.#state.kind !== 'unbounded'
   }
 
-  /** Connections the pool can count on now, without the probe's extra one: `max` when not capped. */
+  /** Whether connections are still opened one at a time, until the fleet's limits are known. */
+  get starting(): boolean {
+    return this.#state.kind === 'starting'
+  }
+
+  /** Connections the pool can count on now, without the probe's extra one: `max` when not capped, and while starting (nothing is learned yet). */
   get ceiling(): number {
     const state = this.#decayed()
     return state.kind === 'capped' ? state.ceiling : this.#max
@@ -85,6 +102,7 @@ export class CapacityCeiling {
   limit(): number {
     const state = this.#decayed()
     if (state.kind === 'unbounded') return this.#max
+    if (state.kind === 'starting') return Math.min(this.#max, state.established + STARTING_CONNECTS)
     return this.#clock() >= state.probeAt ? Math.min(this.#max, state.ceiling + 1) : state.ceiling
   }
 
@@ -100,6 +118,15 @@ export class CapacityCeiling {
     if (state.kind === 'capped' && state.ceiling <= fair) return
     const t = this.#clock()
     this.#state = { kind: 'capped', ceiling: fair, probeAt: t + MAX_CAPACITY_PROBE_MS, backoffMs: MAX_CAPACITY_PROBE_MS, decayAt: t + BORROW_MS }
+  }
+
+  /**
+   * The fleet's limits are known and this pool fits, or they could not be
+   * read: a pool still starting is no longer held to one connect at a time.
+   * A cap learned meanwhile (a refusal, the fair share) stays.
+   */
+  started(): void {
+    if (this.#state.kind === 'starting') this.#state = UNBOUNDED
   }
 
   /**
@@ -127,6 +154,11 @@ export class CapacityCeiling {
    */
   connected(total: number): boolean {
     const state = this.#decayed()
+    if (state.kind === 'starting') {
+      if (total <= state.established) return false
+      this.#state = { kind: 'starting', established: total }
+      return true
+    }
     if (state.kind === 'unbounded' || total <= state.ceiling) return false
     const t = this.#clock()
     // At or above the fair share only a probe raises the ceiling: connects begun before the cap prove room, not a right to it.
@@ -148,6 +180,10 @@ export class CapacityCeiling {
    */
   gaveBack(established: number): void {
     const state = this.#decayed()
+    if (state.kind === 'starting') {
+      this.#state = { kind: 'starting', established }
+      return
+    }
     if (this.#fairShare === 0 || state.kind !== 'capped') return
     const ceiling = Math.max(this.#fairShare, established)
     if (ceiling < state.ceiling) this.#state = { ...state, ceiling }
@@ -156,7 +192,7 @@ export class CapacityCeiling {
   /** The state with borrowed connections above the fair share given back, one per BORROW_MS. */
   #decayed(): CeilingState {
     const state = this.#state
-    if (state.kind === 'unbounded' || this.#fairShare === 0 || state.ceiling <= this.#fairShare) return state
+    if (state.kind !== 'capped' || this.#fairShare === 0 || state.ceiling <= this.#fairShare) return state
     const t = this.#clock()
     if (t < state.decayAt) return state
     const steps = 1 + Math.floor((t - state.decayAt) / BORROW_MS)

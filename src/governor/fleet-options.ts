@@ -17,7 +17,10 @@ export interface FleetOptions {
    * How many instances (processes) run this pool against the same server.
    * At start the server's limits are read once and a `serverLimits` event
    * (and a warn log line) says when `expectedInstances × (max + 1)` (the
-   * pool and its control connection, per instance) cannot fit. Default 1.
+   * pool and its control connection, per instance) cannot fit. Above 1,
+   * the pool also opens its connections one at a time until that read has
+   * answered, so that a fleet starting together asks the server for its
+   * shares rather than for every pool's max. Default 1.
    */
   readonly expectedInstances?: number | undefined
   /** Read the server's limits once at start (needs the eager control connection). Default true. */

@@ -101,6 +101,10 @@ export class FleetWatch {
         this.#retry.unref()
       }
       return undefined
+    } finally {
+      // Known (the share, if any, is set above) or not known for now: a pool still opening one connection
+      // at a time stops doing so; without the limits, the server's refusals cap it instead.
+      this.#gate.started()
     }
   }
 

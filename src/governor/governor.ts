@@ -1,5 +1,5 @@
 import { AdmissionGate, type AdmissionTicket } from '../admission/admission-gate.js'
-import { isCapacityRefusal } from '../admission/capacity-ceiling.js'
+import { CapacityCeiling, isCapacityRefusal } from '../admission/capacity-ceiling.js'
 import { CircuitBreaker, isConnectionFailure } from '../admission/circuit-breaker.js'
 import { LoadEstimator } from '../admission/load-estimator.js'
 import { BudgetRace } from '../context/budget-race.js'
@@ -78,7 +78,6 @@ export class Governor {
     const { events } = parts
     this.#breaker = new CircuitBreaker(parts.circuitBreaker, (state) => events.emit('circuit', state))
     const retry = parts.retry ?? resolveRetryOptions(undefined)
-    this.#gate = new AdmissionGate(poolMax(pool), parts.admission, this.#estimator, this.#breaker, undefined, retry.waitForRecovery)
     this.#retries = new ConnectRetries(retry, (event) => events.emit('retry', event), parts.policies)
     this.#checkout = retry.checkIdleAfterMs < Infinity ? new CheckoutCheck(retry.checkIdleAfterMs) : undefined
     this.#leaks = parts.leakDetectionThresholdMs === undefined ? undefined : new LeakDetector(parts.leakDetectionThresholdMs, events)
@@ -105,8 +104,12 @@ export class Governor {
     // The server's limits are read once, on the control connection, when it opens at start. Not behind a
     // pooler: what bounds its clients is the pooler's own limits, which the server's settings do not show.
     const fleet = parts.fleet
+    const readsLimits = fleet !== undefined && strategy.usesControlConnection && fleet.checkServerLimits && control?.eager !== false
+    // One of several instances opens its connections one at a time until it knows its share (capacity-ceiling.ts).
+    const ceiling = new CapacityCeiling(poolMax(pool), now, readsLimits && fleet.expectedInstances > 1)
+    this.#gate = new AdmissionGate(poolMax(pool), parts.admission, this.#estimator, this.#breaker, ceiling, retry.waitForRecovery)
     this.#fleet =
-      fleet && strategy.usesControlConnection && (fleet.saturation || (fleet.checkServerLimits && control?.eager !== false))
+      fleet && strategy.usesControlConnection && (fleet.saturation || readsLimits)
         ? new FleetWatch(this.#canceller, this.#gate, poolMax(pool), fleet, events, { query: (sql) => this.#queryOnPool(sql) })
         : undefined
     // pg-pool's maxUses counts check-outs; a kept session serves many queries in one, so keeping would stretch it.
@@ -373,7 +376,7 @@ export class Governor {
           this.#open++
         }
         // A new session proves room on the server (an idle one lent proves nothing); connects still under way may yet be refused.
-        if (fresh && gate.capped && gate.connected(this.#open)) {
+        if (fresh && gate.connected(this.#open)) {
           this.#reportCapacity('raised', undefined)
         }
         if (this.#pool) return client

@@ -51,6 +51,8 @@ describe('saturation sampling: the fleet sheds together', () => {
       for (const { db } of [a, b]) await query(db, 'critical')
       for (const { samples } of [a, b]) await waitFor('a sample', async () => samples.length > 0)
       for (const { db } of [a, b]) await query(db, 'sheddable') // the server is quiet: admitted
+      // A sample taken while the other instance's query (or its sampler's) ran counts it: wait for a quiet one.
+      await waitFor('a quiet sample', async () => a.samples.at(-1)?.busy === 0, 2_000)
       expect(a.samples.at(-1)).toMatchObject({ busy: 0, capacity: USABLE, saturation: 0 })
       // Fifteen busy backends of 18 usable slots (0.83: above sheddable's 0.8, below sheddable_plus's 0.9).
       for (let i = 0; i < 15; i++) {
