@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { AdmissionGate, type AdmissionTicket } from '../../src/admission/admission-gate.js'
+import { AdmissionGate } from '../../src/admission/admission-gate.js'
 import { resolveAdmissionPolicy, type AdmissionOptions } from '../../src/admission/admission-policy.js'
 import { CircuitBreaker, type CircuitBreakerOptions, type CircuitState } from '../../src/admission/circuit-breaker.js'
 import { LoadEstimator } from '../../src/admission/load-estimator.js'
@@ -7,6 +7,7 @@ import { CRITICALITIES, criticalityRank, type Criticality } from '../../src/cont
 import { DeadlineExceededError } from '../../src/errors/deadline-exceeded-error.js'
 import { LoadShedError } from '../../src/errors/load-shed-error.js'
 import { QueryCanceledError } from '../../src/errors/query-canceled-error.js'
+import { ticket } from '../support/admission-ticket.js'
 
 // The gate, its waiters and the process-wide deadline timer read the monotonic
 // clock from node:perf_hooks, which vitest's fake `performance` does not
@@ -41,10 +42,6 @@ function setup(max: number, admission: AdmissionOptions = {}, circuit: CircuitBr
   return { gate: new AdmissionGate(max, resolveAdmissionPolicy(admission), estimator, breaker), estimator, breaker, states }
 }
 
-function ticket(criticality: Criticality, timeoutMs = Infinity, signal?: AbortSignal): AdmissionTicket {
-  const startedAt = Date.now()
-  return { rank: criticalityRank(criticality), criticality, deadline: startedAt + timeoutMs, startedAt, context: undefined, signal }
-}
 
 /** Takes `count` permits on the slow path as critical_plus, which is never shed. */
 async function fill(gate: AdmissionGate, count: number): Promise<void> {

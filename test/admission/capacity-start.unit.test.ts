@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { AdmissionGate, type AdmissionTicket } from '../../src/admission/admission-gate.js'
+import { AdmissionGate } from '../../src/admission/admission-gate.js'
 import { resolveAdmissionPolicy } from '../../src/admission/admission-policy.js'
 import { CapacityCeiling, FIRST_CAPACITY_PROBE_MS, MAX_CAPACITY_PROBE_MS, STARTING_CONNECTS } from '../../src/admission/capacity-ceiling.js'
 import { CircuitBreaker } from '../../src/admission/circuit-breaker.js'
 import { LoadEstimator } from '../../src/admission/load-estimator.js'
-import { criticalityRank, type Criticality } from '../../src/context/criticality.js'
+import { criticalityRank } from '../../src/context/criticality.js'
+import { ticket } from '../support/admission-ticket.js'
 
 // As in capacity.unit.test.ts: the monotonic clock on the fake Date (vitest hoists mocks per file).
 vi.mock('../../src/context/monotonic-clock.js', () => ({
@@ -22,10 +23,6 @@ function startingGate(max: number): AdmissionGate {
   return new AdmissionGate(max, resolveAdmissionPolicy({ feasibility: false }), new LoadEstimator(), new CircuitBreaker(), new CapacityCeiling(max, Date.now, true))
 }
 
-function ticket(criticality: Criticality, timeoutMs = 5_000): AdmissionTicket {
-  const startedAt = Date.now()
-  return { rank: criticalityRank(criticality), criticality, deadline: startedAt + timeoutMs, startedAt, context: undefined, signal: undefined }
-}
 
 function watch(promise: Promise<void>): () => 'pending' | 'granted' | 'rejected' {
   let state: 'pending' | 'granted' | 'rejected' = 'pending'
@@ -77,8 +74,8 @@ describe('AdmissionGate starting', () => {
     expect(gate.tryAcquire()).toBe(false) // no free fast path while starting
     expect(gate.tryAcquireFor(criticalityRank('sheddable'))).toBe(true) // the first connect
     expect(gate.tryAcquireFor(criticalityRank('critical'))).toBe(false) // one at a time
-    const sheddable = watch(gate.acquire(ticket('sheddable')))
-    const critical = watch(gate.acquire(ticket('critical')))
+    const sheddable = watch(gate.acquire(ticket('sheddable', 5_000)))
+    const critical = watch(gate.acquire(ticket('critical', 5_000)))
     await flush()
     expect([sheddable(), critical()]).toEqual(['pending', 'pending'])
     // Not capped by the server: no capacity event, utilisation against max, no probe timer.
@@ -89,7 +86,7 @@ describe('AdmissionGate starting', () => {
     expect(gate.connected(1)).toBe(false) // the first connection opened: not a ceiling's rise
     await flush()
     expect([sheddable(), critical()]).toEqual(['pending', 'granted'])
-    const more = [watch(gate.acquire(ticket('sheddable'))), watch(gate.acquire(ticket('sheddable')))]
+    const more = [watch(gate.acquire(ticket('sheddable', 5_000))), watch(gate.acquire(ticket('sheddable', 5_000)))]
     gate.started()
     await flush()
     expect([sheddable(), ...more.map((w) => w())]).toEqual(['granted', 'granted', 'granted'])
@@ -99,7 +96,7 @@ describe('AdmissionGate starting', () => {
 
   it('lets in up to the fair share at once when the limits say the fleet does not fit', async () => {
     const gate = startingGate(10)
-    const waiters = Array.from({ length: 7 }, () => watch(gate.acquire(ticket('critical'))))
+    const waiters = Array.from({ length: 7 }, () => watch(gate.acquire(ticket('critical', 5_000))))
     await flush()
     expect(waiters.filter((w) => w() === 'granted')).toHaveLength(1)
     gate.setFairShare(5)

@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { AdmissionGate, type AdmissionTicket } from '../../src/admission/admission-gate.js'
+import { AdmissionGate } from '../../src/admission/admission-gate.js'
 import { resolveAdmissionPolicy, type AdmissionOptions } from '../../src/admission/admission-policy.js'
 import { BORROW_MS, CapacityCeiling, FIRST_CAPACITY_PROBE_MS, MAX_CAPACITY_PROBE_MS, isCapacityRefusal } from '../../src/admission/capacity-ceiling.js'
 import { CircuitBreaker, isConnectionFailure } from '../../src/admission/circuit-breaker.js'
 import { LoadEstimator } from '../../src/admission/load-estimator.js'
-import { criticalityRank, type Criticality } from '../../src/context/criticality.js'
+import { criticalityRank } from '../../src/context/criticality.js'
 import { LoadShedError } from '../../src/errors/load-shed-error.js'
 import { sizeFleet, type ServerLimitsRow } from '../../src/governor/server-limits.js'
+import { ticket } from '../support/admission-ticket.js'
 
 // As in admission-gate.unit.test.ts: the monotonic clock on the fake Date.
 vi.mock('../../src/context/monotonic-clock.js', () => ({
@@ -24,10 +25,6 @@ function gateOf(max: number, admission: AdmissionOptions = { feasibility: false 
   return new AdmissionGate(max, resolveAdmissionPolicy(admission), new LoadEstimator(), new CircuitBreaker())
 }
 
-function ticket(criticality: Criticality, timeoutMs = Infinity): AdmissionTicket {
-  const startedAt = Date.now()
-  return { rank: criticalityRank(criticality), criticality, deadline: startedAt + timeoutMs, startedAt, context: undefined, signal: undefined }
-}
 
 function watch(promise: Promise<void>): () => 'pending' | 'granted' | 'rejected' {
   let state: 'pending' | 'granted' | 'rejected' = 'pending'

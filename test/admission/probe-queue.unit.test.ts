@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { AdmissionGate, type AdmissionTicket } from '../../src/admission/admission-gate.js'
+import { AdmissionGate } from '../../src/admission/admission-gate.js'
 import { resolveAdmissionPolicy, type AdmissionOptions } from '../../src/admission/admission-policy.js'
 import { CapacityCeiling } from '../../src/admission/capacity-ceiling.js'
 import { CircuitBreaker, type CircuitBreakerOptions, type CircuitState } from '../../src/admission/circuit-breaker.js'
 import { LoadEstimator } from '../../src/admission/load-estimator.js'
-import { criticalityRank, type Criticality } from '../../src/context/criticality.js'
 import { LoadShedError } from '../../src/errors/load-shed-error.js'
+import { ticket } from '../support/admission-ticket.js'
 
 // The gate's probe queue, its timer and the process-wide deadline timer read the
 // monotonic clock: put it on the fake Date, which advances with the fake timers
@@ -29,10 +29,6 @@ function setup(options: { admission?: AdmissionOptions; circuit?: CircuitBreaker
   return { gate, breaker, states }
 }
 
-function ticket(criticality: Criticality, timeoutMs = Infinity, signal?: AbortSignal): AdmissionTicket {
-  const startedAt = Date.now()
-  return { rank: criticalityRank(criticality), criticality, deadline: startedAt + timeoutMs, startedAt, context: undefined, signal }
-}
 
 function watch(promise: Promise<void>): { readonly state: () => 'pending' | 'granted' | 'rejected'; readonly error: () => any; readonly order: () => number } {
   let state: 'pending' | 'granted' | 'rejected' = 'pending'
