@@ -2,7 +2,8 @@ import type { CompiledQuery, ControlConnectionProvider, DatabaseConnection, Quer
 import type { Governor } from '../governor/governor.js'
 import type { Lease } from '../governor/lease.js'
 import { currentQueryContext } from '../context/query-context.js'
-import { isKyselyWrite, rerunRead } from '../retry/read-retry.js'
+import { rerunRead } from '../retry/read-retry.js'
+import { isKyselyWrite } from './kysely-write.js'
 import type { PgPoolClient, PgQueryResult } from '../session/pg-types.js'
 
 // Set by the class's static block: the driver reads a connection's lease without a public field.
