@@ -1,8 +1,7 @@
 import { AdmissionGate, type AdmissionTicket } from '../admission/admission-gate.js'
-import { CapacityCeiling, isCapacityRefusal } from '../admission/capacity-ceiling.js'
-import { CircuitBreaker, isConnectionFailure } from '../admission/circuit-breaker.js'
+import { CapacityCeiling } from '../admission/capacity-ceiling.js'
+import { CircuitBreaker } from '../admission/circuit-breaker.js'
 import { LoadEstimator } from '../admission/load-estimator.js'
-import { BudgetRace } from '../context/budget-race.js'
 import { criticalityRank } from '../context/criticality.js'
 import { now } from '../context/monotonic-clock.js'
 import { currentBudget, currentRank, refusalToStart } from '../context/query-budget.js'
@@ -10,7 +9,6 @@ import { withQueryContext } from '../context/query-context.js'
 import { GovernorError } from '../errors/governor-error.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { LoadShedError } from '../errors/load-shed-error.js'
-import { errorForStop } from '../errors/stop-error.js'
 import { CheckoutCheck } from '../retry/checkout-check.js'
 import { ConnectRetries } from '../retry/connect-retries.js'
 import { resolveRetryOptions } from '../retry/retry-options.js'
@@ -25,10 +23,10 @@ import { Lease } from './lease.js'
 import { reportRefusal } from './refusal-event.js'
 import type { PoolStats } from './pool-stats.js'
 import { poolMax } from './pool-max.js'
+import { PoolLender } from './pool-lender.js'
 import { WarmConnections, type Loan, type WarmConnectionsSettings } from './warm-connections.js'
 
 /** Connect attempts refused for capacity that one caller sits out before it gets the refusal (its budget usually ends the wait first). */
-const MAX_CAPACITY_ATTEMPTS = 100
 
 /**
  * The governed core of one pg-pool, with no ORM in it: admission (gate,
@@ -55,6 +53,7 @@ export class Governor {
   readonly #estimator = new LoadEstimator()
   readonly #breaker: CircuitBreaker
   readonly #gate: AdmissionGate
+  readonly #lender: PoolLender
   readonly #canceller: Canceller
   readonly #warm: WarmConnections<GovernedSession> | undefined
   readonly #leaks: LeakDetector | undefined
@@ -69,8 +68,6 @@ export class Governor {
    * 'remove'. pg-pool's totalCount also counts connects under way, which a
    * refusal for capacity must not (they may be refused too).
    */
-  #open = 0
-  readonly #counted = new WeakSet<object>()
   #pool: PgPool | undefined
 
   constructor(pool: PgPool, parts: GovernorParts) {
@@ -83,12 +80,6 @@ export class Governor {
     this.#leaks = parts.leakDetectionThresholdMs === undefined ? undefined : new LeakDetector(parts.leakDetectionThresholdMs, events)
     // An unhandled 'error' from an idle client would crash the process (a server restart does that).
     pool.on?.('error', (error) => events.emit('poolError', error))
-    // pg-pool closed a client (idle timeout, error): when the fleet does not fit, that slot is left to the others.
-    ;(pool as { on?(event: 'remove', listener: (client: object) => void): unknown }).on?.('remove', (client) => {
-      if (!this.#counted.delete(client)) return
-      this.#open--
-      this.#gate.gaveBack(this.#open)
-    })
     const Client = parts.controlClient ?? pool.Client
     if (!Client) throw new InvalidOptionError('controlClient', 'is required when the pool has no `Client` constructor: pass pg.Client')
     const probe = new Client({ ...pool.options })
@@ -108,6 +99,7 @@ export class Governor {
     // One of several instances opens its connections one at a time until it knows its share (capacity-ceiling.ts).
     const ceiling = new CapacityCeiling(poolMax(pool), now, readsLimits && fleet.expectedInstances > 1)
     this.#gate = new AdmissionGate(poolMax(pool), parts.admission, this.#estimator, this.#breaker, ceiling, retry.waitForRecovery)
+    this.#lender = new PoolLender(pool, this.#gate, this.#breaker, events, () => this.#pool !== undefined)
     this.#fleet =
       fleet && strategy.usesControlConnection && (fleet.saturation || readsLimits)
         ? new FleetWatch(this.#canceller, this.#gate, poolMax(pool), fleet, events, { query: (sql) => this.#queryOnPool(sql) })
@@ -181,10 +173,10 @@ export class Governor {
         const idleBefore = pool.idleCount ?? 0
         let client: PgPoolClient
         try {
-          client = await this.#lendWithin(pool, ticket)
+          client = await this.#lender.lendWithin(ticket)
         } catch (error) {
           // Never-sent work (a failed connect) goes again within the deadline and the pool's retry budget, or throws here.
-          if (!this.#waitsOutRefusal(error, ticket, attempt)) await this.#retries.afterConnectFailure(error, ticket, ++tries, this.#breaker.state !== 'closed')
+          if (!this.#lender.waitsOutRefusal(error, ticket, attempt)) await this.#retries.afterConnectFailure(error, ticket, ++tries, this.#breaker.state !== 'closed')
           await this.#admit(ticket)
           continue
         }
@@ -307,7 +299,7 @@ export class Governor {
     const warm = this.#warm
     const pool = this.#pool
     // Above the ceiling (borrowed past the fleet's fair share, or the server refused more): the slot goes back to the server.
-    const surplus = end === 'clean' && pool !== undefined && this.#gate.capped && this.#open > this.#gate.ceiling
+    const surplus = end === 'clean' && pool !== undefined && this.#gate.capped && this.#lender.open > this.#gate.ceiling
     if (surplus) lease.session.discard('above the connection ceiling: the slot goes back to the server')
     // Kept only when clean, and not while something waits in pg-pool's own queue.
     const kept = !surplus && end === 'clean' && warm !== undefined && pool !== undefined && (pool.waitingCount ?? 0) === 0 && warm.keep(lease.loan, at)
@@ -358,57 +350,6 @@ export class Governor {
   }
 
   /**
-   * pg-pool's connect, bounded by the budget: opening a connection can take
-   * long (or forever, with a blackholed server and pg-pool's default of no
-   * connect timeout), and even an idle client can mean a wait when callers
-   * arrive together. A client that arrives after its caller gave up goes
-   * straight back; a failed connect returns the permit.
-   */
-  #lendWithin(pool: PgPool, ticket: AdmissionTicket): Promise<PgPoolClient> {
-    const gate = this.#gate
-    // The permit stays taken until pg-pool's connect has settled, so that pg-pool never has more out than we count.
-    const connecting = pool.connect().then(
-      (client) => {
-        this.#breaker.recordSuccess()
-        const fresh = !this.#counted.has(client)
-        if (fresh) {
-          this.#counted.add(client)
-          this.#open++
-        }
-        // A new session proves room on the server (an idle one lent proves nothing); connects still under way may yet be refused.
-        if (fresh && gate.connected(this.#open)) {
-          this.#reportCapacity('raised', undefined)
-        }
-        if (this.#pool) return client
-        client.release()
-        gate.abandon()
-        throw new GovernorError('POOL_CLOSED', 'the pool was closed while the connection was opened')
-      },
-      (error: unknown) => {
-        if (isCapacityRefusal(error)) {
-          const wasCapped = gate.capped
-          gate.capacityRefused(this.#open)
-          this.#reportCapacity('refused', error, wasCapped)
-        }
-        gate.abandon()
-        if (isConnectionFailure(error)) this.#breaker.recordFailure()
-        throw error
-      },
-    )
-    if (ticket.deadline === Infinity && !ticket.context?.signals.length && !ticket.signal) return connecting
-    return new BudgetRace(connecting, ticket, (cause) => {
-      connecting.then(
-        (client) => {
-          client.release()
-          gate.abandon()
-        },
-        () => {},
-      )
-      return errorForStop(cause, { phase: 'waiting', budgetMs: ticket.deadline - ticket.startedAt, waitedMs: now() - ticket.startedAt, ranMs: 0 })
-    }).promise
-  }
-
-  /**
    * One internal statement on a pool connection, admitted as critical_plus
    * with a short budget (the fleet's limits, when the control connection
    * cannot be had). It shows in the query events like any other.
@@ -422,21 +363,4 @@ export class Governor {
     }
   }
 
-  /**
-   * Whether a caller refused for capacity (53300) waits for a connection
-   * instead: a full server is not a failing one. It goes back to the gate's
-   * queue (critical first) for a connection this pool holds or for the next
-   * probe upward, within its budget. The refusal reaches the caller only when
-   * the pool holds no connection and the caller has no deadline (nothing
-   * would end the wait).
-   */
-  #waitsOutRefusal(error: unknown, ticket: AdmissionTicket, attempt: number): boolean {
-    if (!isCapacityRefusal(error) || !this.#pool || attempt >= MAX_CAPACITY_ATTEMPTS) return false
-    return (this.#pool.totalCount ?? 0) > 0 || ticket.deadline < Infinity
-  }
-
-  #reportCapacity(change: 'refused' | 'raised', error: unknown, wasCapped = true): void {
-    const { events } = this.#parts
-    if (events.has('capacity')) events.emit('capacity', { change, ceiling: this.#gate.ceiling, max: this.#gate.max, wasCapped, error })
-  }
 }
