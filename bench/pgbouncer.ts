@@ -3,9 +3,10 @@
  * run: Kysely 0.29's PostgresDialect with `'ignore query'` and with
  * `'cancel query'`, pg-governor with `pooler: 'none'` (what a user gets who
  * does not set the option) and pg-governor with `pooler: 'pgbouncer-transaction'`:
- * with statements without parameters (which carry their deadline as a SET
- * LOCAL), the same with `deadlineOnServerClock` (the server works the time left
- * out) and with `pg_sleep($1)` (which carries nothing, and is cancelled).
+ * with statements without parameters (which carry their deadline as SET
+ * LOCALs in the same simple query), the same with `deadlineOnServerClock` (the
+ * server works the time left out) and with `pg_sleep($1)` (which carries them
+ * as extended-protocol statements in front of its own, before one Sync).
  *
  * Each setup gets a PgBouncer of its own (transaction pooling,
  * default_pool_size 4, started here as in the tests), our pool (max 8) and a
@@ -29,19 +30,21 @@
  *    deadline, one client, sequential (ms per statement, median of rounds):
  *    direct (pg-governor, cached session SET), and through PgBouncer:
  *    pg-governor 'pgbouncer-transaction' (the deadline carried in the
- *    statement's own simple query; and `select $1`, which carries none),
+ *    statement's own simple query; and `select $1`, carried by the extended
+ *    protocol),
  *    Kysely ('ignore query', no carrier), and raw pg carriers that cannot leak:
  *    `SET LOCAL ...; select 1` as one simple query (an implicit transaction,
  *    only without parameters), `begin; set local; select 1; commit` as four
  *    round trips, and the same four pipelined (pg 8.23 `pipeline: true`).
  * 5. Client death (DESIGN.md invariant 3): a child process runs
  *    `select pg_sleep(8)` through PgBouncer and is SIGKILLed 300 ms later;
- *    how long the backend runs on after, with no carrier (what
- *    'pgbouncer-transaction' sends with a statement that has parameters), with
- *    the implicit `SET LOCAL statement_timeout = 1000` carrier (what it carries
- *    with one that has none), with PgBouncer's
- *    `query_timeout = 1`, and with the server's
- *    `client_connection_check_interval = 100ms` (set on the database).
+ *    how long the backend runs on after, with no carrier (Kysely, or a
+ *    statement pg-governor cannot carry), with the implicit
+ *    `SET LOCAL statement_timeout = 1000` alone, with it and the close check
+ *    (`SET LOCAL client_connection_check_interval = 10`: what
+ *    'pgbouncer-transaction' carries), with PgBouncer's `query_timeout = 1`, and
+ *    with the server's `client_connection_check_interval = 100ms` (set on the
+ *    database).
  *
  * Knobs: BENCH_COST_STATEMENTS (200 per carrier and round), BENCH_ROUNDS (30; short rounds, rotated, so that
  * the load of a shared machine hits every carrier alike; the median is printed), PG_BENCH_URL.
@@ -141,7 +144,7 @@ async function runSetup(governor: Governor, serverUrl: string, monitor: pg.Clien
     const deadlineAt = startedAt + DEADLINE_MS
     const rejectedAt: number[] = []
     const sleepers = Array.from({ length: SLEEPERS }, () =>
-      // With a parameter the statement cannot carry its deadline (pg sends it as an extended-protocol query): it is cancelled instead.
+      // With a parameter pg sends the statement by the extended protocol: it carries its deadline as Parse/Bind/Executes in front.
       run(key === 'governor-transaction-param' ? sql`select pg_sleep(${5}) /* ${sql.raw(tag)} */` : sql.raw(`select pg_sleep(5) /* ${tag} */`), DEADLINE_MS).then(
         () => rejectedAt.push(Infinity),
         () => rejectedAt.push(performance.now()),
@@ -244,7 +247,7 @@ const CARRIERS: readonly Carrier[] = [
     make: async (_governor, url) => kyselyOne(url),
   },
   {
-    label: "PgBouncer: pg-governor 'pgbouncer-transaction' (deadline carried in the statement's simple query)",
+    label: "PgBouncer: pg-governor 'pgbouncer-transaction' (deadline and close check carried in the statement's simple query)",
     viaBouncer: true,
     make: async (governor, url) => governedOne(governor, url, 'pgbouncer-transaction'),
   },
@@ -287,9 +290,9 @@ const CARRIERS: readonly Carrier[] = [
     viaBouncer: true,
     make: async (governor, url) => governedOne(governor, url, { mode: 'pgbouncer-transaction', deadlineOnServerClock: true }),
   },
-  // With a parameter nothing is carried outside a transaction (pg sends an extended-protocol query): the cancel is all there is.
+  // With a parameter pg sends an extended-protocol query: the deadline and close check go as two more statements before its Sync.
   {
-    label: "PgBouncer: pg-governor 'pgbouncer-transaction', select $1 (no carrier)",
+    label: "PgBouncer: pg-governor 'pgbouncer-transaction', select $1 (carried by the extended protocol)",
     viaBouncer: true,
     make: async (governor, url) => governedOne(governor, url, 'pgbouncer-transaction', true),
   },
@@ -359,12 +362,13 @@ async function carrierCosts(governor: Governor, serverUrl: string): Promise<{ la
 
 const pgModule = createRequire(import.meta.url).resolve('pg')
 
-async function clientDeath(monitor: pg.Client, serverUrl: string, database: string, variant: 'none' | 'set-local' | 'query-timeout' | 'check-interval'): Promise<number> {
+async function clientDeath(monitor: pg.Client, serverUrl: string, database: string, variant: 'none' | 'set-local' | 'set-local-close-check' | 'query-timeout' | 'check-interval'): Promise<number> {
   const bouncer = await startPgBouncer(serverUrl, { poolMode: 'transaction', defaultPoolSize: 4, settings: variant === 'query-timeout' ? { query_timeout: 1 } : {} })
   const url = new URL(bouncer.urlFor(serverUrl))
   url.pathname = `/${database}`
   const tag = `bench_pgb_death_${variant.replace('-', '_')}_${Date.now()}`
-  const text = variant === 'set-local' ? `set local statement_timeout = 1000; select pg_sleep(8) /* ${tag} */` : `select pg_sleep(8) /* ${tag} */`
+  const carried = { 'set-local': 'set local statement_timeout = 1000; ', 'set-local-close-check': 'set local statement_timeout = 1000; set local client_connection_check_interval = 10; ' }
+  const text = `${variant === 'set-local' || variant === 'set-local-close-check' ? carried[variant] : ''}select pg_sleep(8) /* ${tag} */`
   const script = `const pg = require(process.env.PG_MODULE); const c = new pg.Client({ connectionString: process.env.URL }); c.connect().then(() => c.query(process.env.SQL)).catch(() => {})`
   const child = spawn(process.execPath, ['-e', script], { env: { ...process.env, PG_MODULE: pgModule, URL: url.toString(), SQL: text }, stdio: 'ignore' })
   try {
@@ -441,8 +445,9 @@ runBench('pgbouncer', async (server, governor) => {
     await monitor.query(`create database ${deathDb}`)
     const death: [string, number][] = []
     try {
-      death.push(['no carrier (pgbouncer-transaction, a statement with parameters)', await clientDeath(monitor, server.url, deathDb, 'none')])
-      death.push(["implicit 'set local statement_timeout = 1000; ...' (pgbouncer-transaction, one without)", await clientDeath(monitor, server.url, deathDb, 'set-local')])
+      death.push(['no carrier (Kysely; a statement pg-governor cannot carry)', await clientDeath(monitor, server.url, deathDb, 'none')])
+      death.push(["implicit 'set local statement_timeout = 1000; ...' alone", await clientDeath(monitor, server.url, deathDb, 'set-local')])
+      death.push(["the same and 'set local client_connection_check_interval = 10' (what pgbouncer-transaction carries)", await clientDeath(monitor, server.url, deathDb, 'set-local-close-check')])
       death.push(["PgBouncer query_timeout = 1 (s)", await clientDeath(monitor, server.url, deathDb, 'query-timeout')])
       await monitor.query(`alter database ${deathDb} set client_connection_check_interval = '100ms'`)
       death.push(["server client_connection_check_interval = 100ms", await clientDeath(monitor, server.url, deathDb, 'check-interval')])
@@ -472,8 +477,8 @@ runBench('pgbouncer', async (server, governor) => {
       check('the same with deadlineOnServerClock', paired(8, 4) / paired(0, 1), '<=', 1.1, 'x'),
       check('deadlineOnServerClock: latest backend stop after the deadline', Math.max(0, ...clock.stoppedAfterDeadlineMs), '<=', 50, 'ms'),
       check('deadlineOnServerClock: backends running 1 s after the deadline', clock.stillRunningAfter1s, '<=', 0),
-      check('the same for select $1 (no carrier)', paired(CARRIERS.length - 2, CARRIERS.length - 1) / paired(0, 1), '<=', 1.1, 'x'),
-      // A statement with a parameter carries no deadline: it is cancelled, and a cancel through PgBouncer 1.18 is slow.
+      check('the same for select $1 (carried by the extended protocol)', paired(CARRIERS.length - 2, CARRIERS.length - 1) / paired(0, 1), '<=', 1.1, 'x'),
+      // A statement with a parameter carries its deadline by the extended protocol: no CancelRequest (slow through PgBouncer 1.18).
       check('pg-governor, pg_sleep($1): backends running 1 s after the deadline', param.stillRunningAfter1s, '<=', 0),
       check('pg-governor, pg_sleep($1): latest backend stop after the deadline', Math.max(0, ...param.stoppedAfterDeadlineMs), '<=', 50, 'ms'),
     ]

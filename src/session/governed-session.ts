@@ -14,7 +14,9 @@ import type { StatementTimeoutLadder } from './statement-timeout-ladder.js'
 import { StatementTimeoutCache, type StatementTimeoutChange, type TransactionStatus } from './statement-timeout-cache.js'
 import { StreamWatch } from './stream-watch.js'
 import { cancelUntilEnded, reasonToDiscard } from './statement-cancel.js'
+import { canCarryQueries } from './carried-query.js'
 import { closeAtDeadline } from './close-at-deadline.js'
+import { isCloseCheckRefused, type CarriedStatement } from './deadline-carrier.js'
 import { sessionStrategyFor, type SessionStrategy } from './session-strategy.js'
 
 /** What every session of one governor shares. */
@@ -108,14 +110,19 @@ export class GovernedSession implements StatementHost {
     this.#assertUsable()
     const preparing = this.#prepare(budget)
     if (preparing) await preparing
-    const carried = this.#strategy.carriesDeadlines ? this.#strategy.carry(sql, parameters, budget.deadline, this.#transactionStatus()) : undefined
-    const text = this.#textOf(carried ?? sql, budget)
+    const carried = this.#strategy.carriesDeadlines ? this.#carry(sql, parameters, budget) : undefined
+    const text = this.#textOf(carried?.kind === 'simple' ? carried.text : sql, budget)
     let result: PgQueryResult<R>
     try {
       // Without a wait or a SET nothing was awaited since the budget was taken: its clock reading is the send time.
       const sentAt = preparing || settling ? now() : budget.startedAt
-      result = await new StatementRun<R>(this, budget, queryId, carried !== undefined).start(this.#client, text, parameters, sentAt)
+      result = await new StatementRun<R>(this, budget, queryId, carried).start(this.#client, text, parameters, sentAt)
     } catch (error) {
+      // Nothing of the statement ran: the server refused the SET in front of it.
+      if (carried && isCloseCheckRefused(error)) {
+        this.#strategy.closeCheckRefused()
+        return this.executeAs(map, sql, parameters, queryId)
+      }
       throw withCallerStack(error, new Error())
     }
     if (StatementTimeoutCache.isCallerCommand(sql)) await this.#learnCallerStatementTimeout(sql, budget)
@@ -296,6 +303,12 @@ export class GovernedSession implements StatementHost {
   }
 
   /** The statement as sent: with the sqlcommenter prefix when that is on. */
+  /** The statement with its deadline carried, as the pool's strategy has it, if this client can send it so. */
+  #carry(sql: string, parameters: ReadonlyArray<unknown>, budget: QueryBudget): CarriedStatement | undefined {
+    const carried = this.#strategy.carry(sql, parameters, budget.deadline, this.#transactionStatus())
+    return carried?.kind === 'extended' && !canCarryQueries(this.#client) ? undefined : carried
+  }
+
   #textOf(sql: string, budget: QueryBudget): string {
     return this.#services.sqlComment ? sqlComment(budget) + sql : sql
   }

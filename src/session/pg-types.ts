@@ -20,6 +20,8 @@ export type PgCursorConstructor = new <R>(sql: string, parameters: unknown[]) =>
 export interface PgClient {
   query<R>(sql: string, parameters?: ReadonlyArray<unknown>): Promise<PgQueryResult<R>>
   query<R>(cursor: PgCursor<R>): PgCursor<R>
+  /** A submittable of ours (src/session/carried-query.ts), which carries its own callback. */
+  query(submittable: { submit(connection: unknown): unknown }): unknown
   query<R>(sql: string, parameters: ReadonlyArray<unknown>, callback: (error: Error | null | undefined, result: PgQueryResult<R>) => void): void
   on(event: 'error', listener: (error: Error) => void): unknown
   /** Undocumented in pg but present since pg 1.x; used for cancellation. */

@@ -1,6 +1,6 @@
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import type { Canceller, CancelOutcome } from './canceller.js'
-import { carryDeadline, carryDeadlineOnServerClock } from './deadline-carrier.js'
+import { carryDeadline, CLOSE_CHECK_MS, type CarriedStatement } from './deadline-carrier.js'
 import type { StatementTimeoutCache, StatementTimeoutChange, TransactionStatus } from './statement-timeout-cache.js'
 
 /**
@@ -27,7 +27,9 @@ export type PoolerMode = 'none' | 'pgbouncer-session' | 'pgbouncer-transaction'
  * starts, so that one that waited in PgBouncer's queue is stopped at its
  * deadline all the same, and one whose deadline passed there never runs.
  * It costs a SELECT per statement instead of a SET (README, "Behind
- * PgBouncer", has the figures) and assumes clocks in sync.
+ * PgBouncer", has the figures) and assumes clocks in sync. Without it, the
+ * close at the deadline and the server's close check stop such a statement
+ * a few milliseconds after the deadline, but it has run.
  *
  * @example
  * ```ts
@@ -49,7 +51,7 @@ export const POOLER_MODES: readonly PoolerMode[] = Object.freeze(['none', 'pgbou
  * ```ts
  * const strategy = sessionStrategyFor('pgbouncer-transaction')
  * strategy.timeoutChange(cache, 500, 'I') // undefined: a session SET would leak to other clients
- * strategy.carry('select pg_sleep(5)', [], now() + 300, 'I') // 'set local statement_timeout = 300; select pg_sleep(5)'
+ * strategy.carry('select pg_sleep(5)', [], now() + 300, 'I') // { kind: 'simple', text: 'set local statement_timeout = 300; set local ...; select pg_sleep(5)', prefixCount: 2 }
  * await strategy.cancel(canceller, client.processID, client.secretKey) // a protocol CancelRequest, routed by PgBouncer
  * ```
  */
@@ -65,14 +67,19 @@ export interface SessionStrategy {
   /** The SET to send before a statement with `stepMs` of budget, or undefined for none. */
   timeoutChange(cache: StatementTimeoutCache, stepMs: number | 'default', status: TransactionStatus): StatementTimeoutChange | undefined
   /**
-   * The statement with its deadline carried in the same simple query, or
+   * The statement with its deadline carried on the same round trip, or
    * undefined for none (see {@link carryDeadline}). A statement so carried is
    * stopped by the server at its deadline; at the deadline the session closes
    * its connection instead of cancelling, which also drops it if PgBouncer
    * still holds it in its queue (there a cancel is dropped, and the statement
    * would run once a server connection frees up).
    */
-  carry(sql: string, parameters: ReadonlyArray<unknown>, deadline: number, status: TransactionStatus): string | undefined
+  carry(sql: string, parameters: ReadonlyArray<unknown>, deadline: number, status: TransactionStatus): CarriedStatement | undefined
+  /**
+   * The server refused the close check a carried statement sets
+   * ({@link isCloseCheckRefused}): this pool's statements carry none from now on.
+   */
+  closeCheckRefused(): void
   /** Whether {@link SessionStrategy.carry} can carry anything at all: a direct session asks nothing per statement. */
   readonly carriesDeadlines: boolean
   /** Whether a caller's own SET of statement_timeout is read back from the server, in this transaction status. */
@@ -101,6 +108,7 @@ const DIRECT: SessionStrategy = Object.freeze<SessionStrategy>({
   cancelAgainAfter: Object.freeze({ firstMs: 50, maxMs: 1_000 }),
   timeoutChange: (cache, stepMs, status) => cache.change(stepMs, status),
   carry: () => undefined,
+  closeCheckRefused: () => undefined,
   carriesDeadlines: false,
   learnsCallerTimeout: () => true,
   cancel: (canceller, pid, secretKey) => canceller.cancel(pid, secretKey),
@@ -121,8 +129,8 @@ const DIRECT: SessionStrategy = Object.freeze<SessionStrategy>({
  *   that serves other clients next (measured: their statements were killed
  *   by our timeouts). So statement_timeout is carried by `SET LOCAL` inside
  *   an explicit transaction, and outside one by {@link carryDeadline} (the
- *   SET LOCAL in the statement's own implicit transaction) where the
- *   statement allows it; else by nothing, and our protocol cancel stops it,
+ *   SET LOCAL in the statement's own implicit transaction, with the close
+ *   check) for plain DML; else by nothing, and our protocol cancel stops it,
  *   with a role's own statement_timeout and client_connection_check_interval
  *   as the server-side backstop (README, "Behind PgBouncer"). A caller's own
  *   session SET is not read back there: the read-back may run on another
@@ -130,7 +138,8 @@ const DIRECT: SessionStrategy = Object.freeze<SessionStrategy>({
  */
 function pgbouncerStrategy(pooler: 'pgbouncer-session' | 'pgbouncer-transaction', onServerClock = false): SessionStrategy {
   const transactionPooling = pooler === 'pgbouncer-transaction'
-  const carrier = onServerClock ? carryDeadlineOnServerClock : carryDeadline
+  // Per pool: a server that refuses the close check is asked once.
+  let settings = Object.freeze({ onServerClock, closeCheckMs: CLOSE_CHECK_MS as number | undefined })
   return Object.freeze<SessionStrategy>({
     pooler,
     usesControlConnection: false,
@@ -138,17 +147,16 @@ function pgbouncerStrategy(pooler: 'pgbouncer-session' | 'pgbouncer-transaction'
     timeoutChange: transactionPooling
       ? (cache, stepMs, status) => (status === 'T' ? cache.change(stepMs, status) : undefined)
       : (cache, stepMs, status) => cache.change(stepMs, status),
-    carry: transactionPooling ? (sql, parameters, deadline, status) => (status === 'I' ? carrier(sql, parameters, deadline) : undefined) : () => undefined,
+    carry: transactionPooling ? (sql, parameters, deadline, status) => (status === 'I' ? carryDeadline(sql, parameters, deadline, settings) : undefined) : () => undefined,
+    closeCheckRefused: () => {
+      settings = Object.freeze({ onServerClock, closeCheckMs: undefined })
+    },
     carriesDeadlines: transactionPooling,
     learnsCallerTimeout: transactionPooling ? (status) => status !== 'I' : () => true,
     cancel: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
     terminate: (canceller, pid, secretKey) => canceller.protocolCancel(pid, secretKey),
   })
 }
-
-const PGBOUNCER_SESSION = pgbouncerStrategy('pgbouncer-session')
-const PGBOUNCER_TRANSACTION = pgbouncerStrategy('pgbouncer-transaction')
-const PGBOUNCER_TRANSACTION_SERVER_CLOCK = pgbouncerStrategy('pgbouncer-transaction', true)
 
 /**
  * Startup parameters node-postgres sends that PgBouncer refuses unless they
@@ -162,7 +170,8 @@ const REFUSED_BY_PGBOUNCER = ['statement_timeout', 'lock_timeout', 'idle_in_tran
  * parameters the pool's clients will send (`connectionParameters` of a
  * client made with the pool's options): behind PgBouncer, one it refuses
  * fails here with what to change instead of at the first connect with
- * `08P01 unsupported startup parameter`.
+ * `08P01 unsupported startup parameter`. Behind PgBouncer each call makes a
+ * strategy of its own: it keeps what it learns of the server for one pool.
  *
  * @example
  * ```ts
@@ -171,8 +180,7 @@ const REFUSED_BY_PGBOUNCER = ['statement_timeout', 'lock_timeout', 'idle_in_tran
  */
 export function sessionStrategyFor(option: unknown, connectionParameters?: object): SessionStrategy {
   const { mode: pooler, onServerClock } = poolerOf(option)
-  const strategy =
-    pooler === 'pgbouncer-transaction' ? (onServerClock ? PGBOUNCER_TRANSACTION_SERVER_CLOCK : PGBOUNCER_TRANSACTION) : pooler === 'pgbouncer-session' ? PGBOUNCER_SESSION : DIRECT
+  const strategy = pooler === 'none' ? DIRECT : pgbouncerStrategy(pooler, onServerClock)
   if (strategy !== DIRECT && connectionParameters) {
     const given = connectionParameters as Record<string, unknown>
     const refused = REFUSED_BY_PGBOUNCER.filter((name) => given[name] !== undefined && given[name] !== null && given[name] !== false && given[name] !== '')

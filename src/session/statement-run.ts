@@ -3,7 +3,8 @@ import type { QueryBudget } from '../context/query-budget.js'
 import type { StopCause } from '../errors/stop-error.js'
 import type { GovernorEvents, QueryOutcome } from '../telemetry/governor-events.js'
 import type { PgClient, PgQueryResult } from './pg-types.js'
-import { carriedResult, isCarriedDeadline } from './deadline-carrier.js'
+import { carriedQuery } from './carried-query.js'
+import { carriedResult, isCarriedDeadline, type CarriedStatement } from './deadline-carrier.js'
 import { isOurStatementTimeout, reportStatement, stoppedWhileRunning } from './statement-outcome.js'
 
 /** A statement (or cursor read) on the wire, which a cancel must wait for. */
@@ -43,16 +44,20 @@ export class StatementRun<R> extends BudgetWatch implements InFlight {
   #endError: unknown
   #endWaiter: { readonly promise: Promise<unknown>; readonly resolve: (error: unknown) => void } | undefined
 
+  readonly #carried: CarriedStatement | undefined
   readonly carriesDeadline: boolean
 
-  constructor(host: StatementHost, budget: QueryBudget, queryId: string | undefined, carriesDeadline = false) {
+  /** `carried`: how the statement carries its deadline, if it does (SessionStrategy.carry). */
+  constructor(host: StatementHost, budget: QueryBudget, queryId: string | undefined, carried?: CarriedStatement) {
     super(budget)
     this.#host = host
     this.#budget = budget
     this.#queryId = queryId
-    this.carriesDeadline = carriesDeadline
+    this.#carried = carried
+    this.carriesDeadline = carried !== undefined
   }
 
+  /** Sends `sql`: as it is, or with the prefixes of an extended carrier in front (a simple carrier's text is `sql` already). */
   start(client: PgClient, sql: string, parameters: ReadonlyArray<unknown>, sentAt: number): Promise<PgQueryResult<R>> {
     return new Promise<PgQueryResult<R>>((resolve, reject) => {
       this.#resolve = resolve
@@ -61,7 +66,9 @@ export class StatementRun<R> extends BudgetWatch implements InFlight {
       this.#sentAt = sentAt
       this.watch()
       this.#host.statementStarted(this)
-      client.query<R>(sql, parameters, this.#callback)
+      const carried = this.#carried?.kind === 'extended' ? carriedQuery(client, this.#carried.prefixes, sql, parameters, this.#callback) : undefined
+      if (carried) client.query(carried)
+      else client.query<R>(sql, parameters, this.#callback)
     })
   }
 
@@ -83,7 +90,7 @@ export class StatementRun<R> extends BudgetWatch implements InFlight {
     if (!this.unwatch()) return
     if (!error) {
       this.#report('ok', undefined)
-      this.#resolve(this.carriesDeadline ? carriedResult(result) : result)
+      this.#resolve(this.#carried?.kind === 'simple' ? carriedResult(result, this.#carried.prefixCount) : result)
     } else if (isOurStatementTimeout(error, this.deadline) || (this.carriesDeadline && isCarriedDeadline(error))) {
       const stopped = stoppedWhileRunning({ kind: 'deadline' }, this.#budget, this.#sentAt, error)
       this.#report('deadline_exceeded', stopped)

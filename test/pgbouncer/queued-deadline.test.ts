@@ -87,6 +87,31 @@ describe.skipIf(!bouncer)('behind PgBouncer in transaction pooling: statements q
     }
   })
 
+  it("one that leaves PgBouncer's queue just before its deadline is stopped just after it, though its statement_timeout counts from its start", async () => {
+    const holders = new pg.Pool({ connectionString: bouncer!.url, max: 2 })
+    try {
+      // Another client holds both server connections until shortly before our deadline...
+      const holdTag = 'pgb_race_hold'
+      const holding = Promise.all([0, 1].map(() => holders.query(`select pg_sleep(0.8) /* ${holdTag} */`)))
+      await waitFor('both server connections held', async () => (await activeWithTag(database, holdTag)).length === 2)
+      // ...so ours (with a parameter: carried by the extended protocol) waits in PgBouncer's queue, starts about
+      // 200 ms before its deadline, and carries a statement_timeout that runs for its whole budget from there.
+      const tag = 'pgb_race_sleep'
+      const deadline = performance.now() + 1_000
+      const pending = rejectionOf(withQueryContext({ timeoutMs: 1_000 }, () => sql`select pg_sleep(${5}) as ${sql.raw(tag)}`.execute(db)))
+      await holding
+      await waitFor('ours running', async () => (await activeWithTag(database, tag)).length === 1)
+      expect(await pending).toBeInstanceOf(DeadlineExceededError)
+      // Our close at the deadline made PgBouncer close the server connection, and the close check let the backend see it
+      // (without the check it ran on to its statement_timeout, about 800 ms after the deadline).
+      await waitFor('the backend gone', async () => (await activeWithTag(database, tag)).length === 0, 5_000)
+      const lateMs = performance.now() - deadline
+      expect(lateMs, `the backend ran ${lateMs.toFixed(0)} ms past the deadline`).toBeLessThan(400)
+    } finally {
+      await holders.end()
+    }
+  })
+
   it('a carried statement gets its own result and its deadline as statement_timeout, and leaves nothing behind', async () => {
     const { rows } = await withQueryContext({ timeoutMs: 4_000 }, () => sql.raw<{ ms: number }>(`select setting::int as ms from pg_settings where name = 'statement_timeout'`).execute(db))
     const ms = rows[0]?.ms ?? 0

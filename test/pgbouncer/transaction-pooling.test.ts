@@ -41,10 +41,10 @@ describe.skipIf(!bouncer)('behind PgBouncer in transaction pooling', () => {
     await bystanders?.end()
   })
 
-  it('stops the backend at the deadline, through PgBouncer (a protocol CancelRequest, for a statement with parameters)', async () => {
+  it('stops the backend at the deadline, through PgBouncer: a statement with parameters carries its deadline, and its connection is closed at it', async () => {
     const before = cancels.length
     const tag = 'pgb_deadline'
-    // With a parameter, the statement cannot carry its deadline (test/pgbouncer/queued-deadline.test.ts has those): it is cancelled.
+    // Sent by the extended protocol with `set local statement_timeout` and the close check in front (src/session/carried-query.ts).
     const pending = withQueryContext({ timeoutMs: 300 }, () => sql`select pg_sleep(${30}) as ${sql.raw(tag)}`.execute(db))
     // Checked on a direct superuser connection: PgBouncer's pids are not backends'.
     const pid = await pidOfRunning(database, tag)
@@ -52,7 +52,22 @@ describe.skipIf(!bouncer)('behind PgBouncer in transaction pooling', () => {
     await expectBackendIdle(database, pid)
     await waitFor('the cancel event', async () => cancels.length > before)
     const event = cancels[before] as CancelEvent
-    // What really happened: a protocol cancel, not confirmed by the server, and the connection kept because the statement ended with 57014.
+    // What really happened: no CancelRequest; the connection closed, so it is not reused.
+    expect(event.outcome).toMatchObject({ method: 'close', confirmed: false })
+    expect(event.destroyed).toBe(true)
+    expect(await bouncer!.instance.alive()).toBe(true)
+  })
+
+  it('stops the backend at the deadline inside a transaction by a protocol CancelRequest (SET LOCAL is the backstop there)', async () => {
+    const before = cancels.length
+    const tag = 'pgb_deadline_in_transaction'
+    const pending = withQueryContext({ timeoutMs: 300 }, () => db.transaction().execute((trx) => sql`select pg_sleep(${30}) as ${sql.raw(tag)}`.execute(trx)))
+    const pid = await pidOfRunning(database, tag)
+    expect(await rejectionOf(pending)).toBeInstanceOf(DeadlineExceededError)
+    await expectBackendIdle(database, pid)
+    await waitFor('the cancel event', async () => cancels.length > before)
+    const event = cancels[before] as CancelEvent
+    // A protocol cancel, not confirmed by the server, and the connection kept because the statement ended with 57014.
     expect(event.outcome).toMatchObject({ method: 'protocol', confirmed: false })
     expect(event.destroyed).toBe(false)
     expect(await bouncer!.instance.alive()).toBe(true)

@@ -2,8 +2,14 @@ import { describe, expect, it } from 'vitest'
 import { now } from '../../src/context/monotonic-clock.js'
 import { InvalidOptionError } from '../../src/errors/invalid-option-error.js'
 import type { Canceller, CancelOutcome } from '../../src/session/canceller.js'
+import type { CarriedStatement } from '../../src/session/deadline-carrier.js'
 import { sessionStrategyFor } from '../../src/session/session-strategy.js'
 import { StatementTimeoutCache } from '../../src/session/statement-timeout-cache.js'
+
+/** A carried statement's simple-query text. */
+function textOf(carried: CarriedStatement | undefined): string | undefined {
+  return carried?.kind === 'simple' ? carried.text : undefined
+}
 
 /** Records which way each cancel went. */
 function recordingCanceller(): { canceller: Canceller; calls: string[] } {
@@ -43,9 +49,13 @@ describe('session strategies', () => {
     expect(strategy.timeoutChange(cache, 500, 'T')).toEqual({ value: 500, local: true })
     expect(strategy.timeoutChange(cache, 500, 'E')).toBeUndefined()
     // Outside a transaction the deadline rides in the statement's own simple query where it can (deadline-carrier.test.ts).
-    expect(strategy.carry('select 1', [], now() + 500, 'I')).toMatch(/^set local statement_timeout = \d+; select 1$/)
-    expect(strategy.carry('select $1::int', [1], now() + 500, 'I')).toBeUndefined()
+    expect(textOf(strategy.carry('select 1', [], now() + 500, 'I'))).toMatch(/^set local statement_timeout = \d+; set local client_connection_check_interval = 10; select 1$/)
+    expect(strategy.carry('select $1::int', [1], now() + 500, 'I')?.kind).toBe('extended')
     expect(strategy.carry('select 1', [], now() + 500, 'T')).toBeUndefined()
+    // A server that refuses the close check: this pool's strategy carries none from then on, another pool's still does.
+    strategy.closeCheckRefused()
+    expect(textOf(strategy.carry('select 1', [], now() + 500, 'I'))).toMatch(/^set local statement_timeout = \d+; select 1$/)
+    expect(textOf(sessionStrategyFor('pgbouncer-transaction').carry('select 1', [], now() + 500, 'I'))).toMatch(/client_connection_check_interval/)
     expect(strategy.carriesDeadlines).toBe(true)
     // A caller's own SET outside a transaction is not read back: the read-back could run on another server connection.
     expect(strategy.learnsCallerTimeout('I')).toBe(false)
@@ -72,8 +82,8 @@ describe('session strategies', () => {
   it("transaction pooling with deadlineOnServerClock: the server works the time left out; only in that mode, and only as a boolean", () => {
     const strategy = sessionStrategyFor({ mode: 'pgbouncer-transaction', deadlineOnServerClock: true })
     expect(strategy.pooler).toBe('pgbouncer-transaction')
-    expect(strategy.carry('select 1', [], now() + 500, 'I')).toMatch(/^select set_config\('statement_timeout', .*clock_timestamp\(\).*; select 1$/)
-    expect(sessionStrategyFor({ mode: 'pgbouncer-transaction' }).carry('select 1', [], now() + 500, 'I')).toMatch(/^set local statement_timeout = \d+; select 1$/)
+    expect(textOf(strategy.carry('select 1', [], now() + 500, 'I'))).toMatch(/^select set_config\('statement_timeout', .*clock_timestamp\(\).*; set local client_connection_check_interval = 10; select 1$/)
+    expect(textOf(sessionStrategyFor({ mode: 'pgbouncer-transaction' }).carry('select 1', [], now() + 500, 'I'))).toMatch(/^set local statement_timeout = \d+; set local/)
     expect(sessionStrategyFor({ mode: 'pgbouncer-session' }).pooler).toBe('pgbouncer-session')
     expect(() => sessionStrategyFor({ mode: 'pgbouncer-session', deadlineOnServerClock: true })).toThrow(/pooler.deadlineOnServerClock.*'pgbouncer-transaction' only/)
     expect(() => sessionStrategyFor({ mode: 'pgbouncer-transaction', deadlineOnServerClock: 'yes' })).toThrow(/pooler.deadlineOnServerClock.*must be a boolean/)
