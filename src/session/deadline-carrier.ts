@@ -46,6 +46,7 @@ export type CarriedStatement =
  *
  *     set local statement_timeout = <ms left>; set local client_connection_check_interval = 10; <statement>
  *
+ * (with parameters, the same settings by one `select set_config(...)`).
  * Statements in one simple query, or between two Syncs of the extended
  * protocol, run in one implicit transaction, so the SET LOCALs end with it:
  * nothing outlives the statement on a server connection that PgBouncer
@@ -72,18 +73,37 @@ export type CarriedStatement =
  * carryDeadline('select pg_sleep(5)', [], now() + 300, { onServerClock: false, closeCheckMs: 10 })
  * // { kind: 'simple', text: 'set local statement_timeout = 300; set local client_connection_check_interval = 10; select pg_sleep(5)', prefixCount: 2 }
  * carryDeadline('select $1::int', [1], now() + 300, { onServerClock: false, closeCheckMs: undefined })
- * // { kind: 'extended', prefixes: ['set local statement_timeout = 300'] }
+ * // { kind: 'extended', prefixes: ["select set_config('statement_timeout', '300', true)"] }
  * ```
  */
 export function carryDeadline(sql: string, parameters: ReadonlyArray<unknown>, deadline: number, settings: CarrierSettings): CarriedStatement | undefined {
   if (deadline === Infinity || !CARRIABLE.test(sql)) return undefined
   if (parameters.length === 0 && sql.includes(';')) return undefined
   const remainingMs = Math.ceil(deadline - now())
-  // Numbers we computed, never caller text; 0 would mean no timeout at all.
-  const timeout = settings.onServerClock ? serverClockTimeout(remainingMs) : `set local statement_timeout = ${Math.max(1, remainingMs)}`
-  const prefixes = settings.closeCheckMs === undefined ? [timeout] : [timeout, `set local client_connection_check_interval = ${settings.closeCheckMs}`]
-  if (parameters.length > 0) return { kind: 'extended', prefixes }
+  if (parameters.length > 0) return { kind: 'extended', prefixes: [settings.onServerClock ? serverClockTimeout(remainingMs, settings.closeCheckMs) : localSettings(remainingMs, settings.closeCheckMs)] }
+  const prefixes = settings.onServerClock ? [serverClockTimeout(remainingMs, settings.closeCheckMs)] : setLocals(remainingMs, settings.closeCheckMs)
   return { kind: 'simple', text: `${prefixes.join('; ')}; ${sql}`, prefixCount: prefixes.length }
+}
+
+// The values below are numbers we computed, never caller text; a statement_timeout of 0 would mean none at all.
+
+/** For a simple query, whose statements run in an implicit transaction block: the cheapest, a SET LOCAL each. */
+function setLocals(remainingMs: number, closeCheckMs: number | undefined): string[] {
+  const timeout = `set local statement_timeout = ${Math.max(1, remainingMs)}`
+  return closeCheckMs === undefined ? [timeout] : [timeout, `set local client_connection_check_interval = ${closeCheckMs}`]
+}
+
+/**
+ * For the extended protocol: the same as one SELECT of set_config(..., true).
+ * Between two Syncs the statements share a transaction but not a transaction
+ * block, so a SET LOCAL there, though it holds until the Sync, also sends a
+ * WARNING ("SET LOCAL can only be used in transaction blocks"): the server
+ * logs it and flushes it on its own (measured: 0.06 ms a statement through
+ * PgBouncer). set_config warns of nothing.
+ */
+function localSettings(remainingMs: number, closeCheckMs: number | undefined): string {
+  const check = closeCheckMs === undefined ? '' : `, set_config('client_connection_check_interval', '${closeCheckMs}', true)`
+  return `select set_config('statement_timeout', '${Math.max(1, remainingMs)}', true)${check}`
 }
 
 /** What the server answers to a statement carried on its clock whose deadline had passed when it got there (22023; it does not run). */
@@ -104,10 +124,11 @@ const REFUSED = /-1 ms is outside the valid range for parameter "statement_timeo
  * "Behind PgBouncer"). Opt-in:
  * `pooler: { mode: 'pgbouncer-transaction', deadlineOnServerClock: true }`.
  */
-function serverClockTimeout(remainingMs: number): string {
+function serverClockTimeout(remainingMs: number, closeCheckMs: number | undefined): string {
+  const check = closeCheckMs === undefined ? '' : `, set_config('client_connection_check_interval', '${closeCheckMs}', true)`
   // A value of 0 would mean no timeout at all: -1 refuses instead.
   return (
-    `select set_config('statement_timeout', (case when ms > 0 then ceil(ms)::int else -1 end)::text, true) ` +
+    `select set_config('statement_timeout', (case when ms > 0 then ceil(ms)::int else -1 end)::text, true)${check} ` +
     `from (values (least(${remainingMs}, ${Date.now() + remainingMs} - extract(epoch from clock_timestamp()) * 1000))) as deadline(ms)`
   )
 }

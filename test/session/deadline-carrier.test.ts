@@ -31,7 +31,10 @@ describe('the deadline carrier (transaction pooling, outside a transaction)', ()
     }
     const extended = carryDeadline('select $1::int', [1], deadline, ON_OUR_CLOCK)
     expect(extended?.kind).toBe('extended')
-    expect(extended?.kind === 'extended' && extended.prefixes.map((p) => p.replace(/\d+$/, 'N'))).toEqual(['set local statement_timeout = N', 'set local client_connection_check_interval = N'])
+    // One SELECT of set_config(..., true): a SET LOCAL between Syncs would warn (see the notices checked below).
+    expect(extended?.kind === 'extended' && extended.prefixes.map((p) => p.replace(/'\d+', true\), set/, "'N', true), set"))).toEqual([
+      "select set_config('statement_timeout', 'N', true), set_config('client_connection_check_interval', '10', true)",
+    ])
     // A `;` inside a parameterized statement cannot be a second statement: the extended protocol takes one.
     expect(carryDeadline("select $1::text || ';'", ['a'], deadline, ON_OUR_CLOCK)?.kind).toBe('extended')
     expect(carryDeadline('select 1', [], Infinity, ON_OUR_CLOCK)).toBeUndefined()
@@ -61,6 +64,7 @@ describe('the deadline carrier (transaction pooling, outside a transaction)', ()
   describe('on a real server', () => {
     const database = useTestDatabase()
     let client: pg.Client
+    const notices: string[] = []
 
     /** A statement with parameters, carried as the session sends it. */
     const runExtended = <R>(carried: CarriedStatement | undefined, sql: string, values: unknown[]): Promise<PgQueryResult<R>> =>
@@ -81,6 +85,7 @@ describe('the deadline carrier (transaction pooling, outside a transaction)', ()
     beforeAll(async () => {
       await database.admin('create table carried (n int)')
       client = new pg.Client({ connectionString: database.url })
+      client.on('notice', (notice) => notices.push(notice.message ?? ''))
       await client.connect()
     })
 
@@ -115,6 +120,8 @@ describe('the deadline carrier (transaction pooling, outside a transaction)', ()
       expect(result.rows[0]?.cc).toBe('10ms')
       expect(Number.parseFloat(result.rows[0]?.st ?? '')).toBeGreaterThan(4)
       expect(await settings()).toEqual({ st: '0', cc: '0' })
+      // No WARNING for each statement (a SET LOCAL between two Syncs sends one, which the server also logs).
+      expect(notices).toEqual([])
       // A write: its rowCount, and it commits with its implicit transaction.
       const insert = 'insert into carried values ($1), ($2)'
       expect((await runExtended(carryDeadline(insert, [1, 2], now() + 5_000, ON_OUR_CLOCK), insert, [1, 2])).rowCount).toBe(2)
@@ -140,9 +147,12 @@ describe('the deadline carrier (transaction pooling, outside a transaction)', ()
       expect((await client.query('select count(*)::int as n from carried')).rows[0].n).toBe(0)
       expect(await settings()).toEqual({ st: '0', cc: '0' })
       const carried = carryDeadline('select 42 as n', [], now() + 5_000, ON_SERVER_CLOCK)
-      expect(carriedResult(await client.query(simpleText(carried)), 2).rows).toEqual([{ n: 42 }])
+      // One SELECT carries both settings on the server's clock.
+      expect(carried?.kind === 'simple' && carried.prefixCount).toBe(1)
+      expect(carriedResult(await client.query(simpleText(carried)), 1).rows).toEqual([{ n: 42 }])
       const result = await runExtended<{ n: number }>(carryDeadline('select $1::int as n', [43], now() + 5_000, ON_SERVER_CLOCK), 'select $1::int as n', [43])
       expect(result.rows).toEqual([{ n: 43 }])
+      expect(notices).toEqual([])
     })
   })
 })

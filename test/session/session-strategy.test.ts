@@ -82,7 +82,7 @@ describe('session strategies', () => {
   it("transaction pooling with deadlineOnServerClock: the server works the time left out; only in that mode, and only as a boolean", () => {
     const strategy = sessionStrategyFor({ mode: 'pgbouncer-transaction', deadlineOnServerClock: true })
     expect(strategy.pooler).toBe('pgbouncer-transaction')
-    expect(textOf(strategy.carry('select 1', [], now() + 500, 'I'))).toMatch(/^select set_config\('statement_timeout', .*clock_timestamp\(\).*; set local client_connection_check_interval = 10; select 1$/)
+    expect(textOf(strategy.carry('select 1', [], now() + 500, 'I'))).toMatch(/^select set_config\('statement_timeout', .*, set_config\('client_connection_check_interval', '10', true\) from .*clock_timestamp\(\).*; select 1$/)
     expect(textOf(sessionStrategyFor({ mode: 'pgbouncer-transaction' }).carry('select 1', [], now() + 500, 'I'))).toMatch(/^set local statement_timeout = \d+; set local/)
     expect(sessionStrategyFor({ mode: 'pgbouncer-session' }).pooler).toBe('pgbouncer-session')
     expect(() => sessionStrategyFor({ mode: 'pgbouncer-session', deadlineOnServerClock: true })).toThrow(/pooler.deadlineOnServerClock.*'pgbouncer-transaction' only/)
