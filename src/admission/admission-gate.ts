@@ -338,7 +338,7 @@ export class AdmissionGate {
         detail: `the wait queue is full (${this.#queue.size} waiting)`,
       })
     }
-    if (this.#policy.feasibility && meanUseMs > 0 && ticket.deadline < Infinity) {
+    if (this.#policy.feasibility && this.#estimator.confident && ticket.deadline < Infinity) {
       const predictedMs = this.#estimator.predictWaitMs(this.#waitingAtOrAbove(rank), this.#reachable()) + meanUseMs
       const remainingMs = ticket.deadline - now()
       if (predictedMs > remainingMs) {

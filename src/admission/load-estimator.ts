@@ -6,6 +6,13 @@ export const REGIME_RUN = 8
 const REGIME_FRACTION = 1 / 4
 /** After a quiet spell, the next sample weighs 1 - e^(-gap / this): evidence this old is mostly forgotten. */
 export const STALE_AFTER_MS = 5_000
+/**
+ * Hold times the mean must have taken in (since the pool started, or since
+ * the server came back) before the gate refuses work on it as infeasible: one
+ * or two slow first queries (cold caches after a restart, a first connect)
+ * would otherwise refuse critical work for a few dozen queries.
+ */
+export const CONFIDENT_AFTER = 16
 
 /**
  * Running estimates of how long a connection is held and how long callers wait
@@ -21,6 +28,8 @@ export const STALE_AFTER_MS = 5_000
  * - a sample below the mean after a quiet spell weighs at least
  *   `1 - e^(-gap / 5 s)`, so high figures from before a long pause count for little.
  * Rising is unchanged (α per sample, whatever the gap): a slowdown is believed as before.
+ * And it is not {@link LoadEstimator.confident} before {@link CONFIDENT_AFTER}
+ * samples, from the start and again after {@link LoadEstimator.recovered}.
  *
  * @example
  * ```ts
@@ -43,6 +52,22 @@ export class LoadEstimator {
   /** Mean time a connection is held, in milliseconds (0 before any sample). */
   get meanUseMs(): number {
     return this.#use.value
+  }
+
+  /** Whether the hold-time mean has seen enough since it started or the server came back to refuse work on it. */
+  get confident(): boolean {
+    return this.#use.samples >= CONFIDENT_AFTER
+  }
+
+  /**
+   * The server is back after an outage (the circuit closed): what was learned
+   * before is another regime. The means keep their value (a hint for
+   * retry-after) until the next sample replaces it, and count their samples
+   * anew.
+   */
+  recovered(): void {
+    this.#use.restart()
+    this.#wait.restart()
   }
 
   /** Mean wait of the callers that had to queue, in milliseconds. */
@@ -73,7 +98,7 @@ class DecayingMean {
   readonly #alpha: number
   readonly #clock: () => number
   value = 0
-  #samples = 0
+  samples = 0
   #lastAt = 0
   /** The current run of samples far below the mean: how many, and their sum. */
   #lowRun = 0
@@ -84,9 +109,15 @@ class DecayingMean {
     this.#clock = clock
   }
 
+  /** Counts from zero again; the next sample becomes the value. */
+  restart(): void {
+    this.samples = 0
+    this.#lowRun = this.#lowSum = 0
+  }
+
   record(ms: number): void {
     const at = this.#clock()
-    if (this.#samples++ === 0) {
+    if (this.samples++ === 0) {
       this.value = ms
       this.#lastAt = at
       return

@@ -73,7 +73,10 @@ export class Governor {
   constructor(pool: PgPool, parts: GovernorParts) {
     this.#parts = parts
     const { events } = parts
-    this.#breaker = new CircuitBreaker(parts.circuitBreaker, (state) => events.emit('circuit', state))
+    this.#breaker = new CircuitBreaker(parts.circuitBreaker, (state) => {
+      if (state === 'closed') this.#estimator.recovered()
+      events.emit('circuit', state)
+    })
     const retry = parts.retry ?? resolveRetryOptions(undefined)
     this.#retries = new ConnectRetries(retry, (event) => events.emit('retry', event), parts.policies)
     this.#checkout = retry.checkIdleAfterMs < Infinity ? new CheckoutCheck(retry.checkIdleAfterMs) : undefined

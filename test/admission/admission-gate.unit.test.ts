@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { AdmissionGate } from '../../src/admission/admission-gate.js'
 import { resolveAdmissionPolicy, type AdmissionOptions } from '../../src/admission/admission-policy.js'
 import { CircuitBreaker, type CircuitBreakerOptions, type CircuitState } from '../../src/admission/circuit-breaker.js'
-import { LoadEstimator } from '../../src/admission/load-estimator.js'
+import { CONFIDENT_AFTER, LoadEstimator } from '../../src/admission/load-estimator.js'
 import { CRITICALITIES, criticalityRank, type Criticality } from '../../src/context/criticality.js'
 import { DeadlineExceededError } from '../../src/errors/deadline-exceeded-error.js'
 import { LoadShedError } from '../../src/errors/load-shed-error.js'
@@ -144,7 +144,7 @@ describe('AdmissionGate: bounded queue', () => {
 describe('AdmissionGate: deadline feasibility', () => {
   it('refuses at once work whose predicted wait and run exceed its budget; work that fits queues; critical_plus waits out its deadline', async () => {
     const { gate, estimator } = setup(2)
-    estimator.recordUse(200)
+    for (let i = 0; i < CONFIDENT_AFTER; i++) estimator.recordUse(200)
     await fill(gate, 2)
     const refused = await rejectionOf(gate.acquire(ticket('critical', 150)))
     // One ahead (itself) at 200 ms per connection over 2 connections, plus its own run: 300 ms.
@@ -160,6 +160,24 @@ describe('AdmissionGate: deadline feasibility', () => {
     gate.release()
     await flush()
     expect(fits.state()).toBe('granted')
+  })
+
+  it('does not judge feasibility on fewer than CONFIDENT_AFTER samples: at start, and again once the server is back', async () => {
+    const { gate, estimator } = setup(1)
+    // One slow first query (a cold cache, a first connect) is not yet a regime.
+    for (let i = 0; i < CONFIDENT_AFTER - 1; i++) estimator.recordUse(10_000)
+    await fill(gate, 1)
+    const early = watch(gate.acquire(ticket('critical', 50)))
+    expect(gate.waiting).toBe(1)
+    estimator.recordUse(10_000)
+    expect(await rejectionOf(gate.acquire(ticket('critical', 50)))).toMatchObject({ reason: 'deadline' })
+    // The circuit closed again after an outage: the old figures are another regime, and count for nothing until relearned.
+    estimator.recovered()
+    estimator.recordUse(10_000)
+    const afterRecovery = watch(gate.acquire(ticket('critical', 50)))
+    expect(gate.waiting).toBe(2)
+    await vi.advanceTimersByTimeAsync(50)
+    expect([early.error(), afterRecovery.error()]).toEqual([expect.any(DeadlineExceededError), expect.any(DeadlineExceededError)])
   })
 
   it('does not judge feasibility when it is off, nor before any use was measured', async () => {

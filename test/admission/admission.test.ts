@@ -1,6 +1,7 @@
 import { sql } from 'kysely'
 import { afterAll, describe, expect, it } from 'vitest'
 import { LoadShedError, withQueryContext, type Criticality, type ShedEvent } from '../../src/index.js'
+import { CONFIDENT_AFTER } from '../../src/admission/load-estimator.js'
 import { governed, rejectionOf, sleep, waitFor, type GovernedSetup } from '../support/governed.js'
 import { useTestDatabase } from '../support/test-database.js'
 
@@ -127,8 +128,8 @@ describe('shedding thresholds (defaults: sheddable 0.8, sheddable_plus 0.9, crit
 describe('deadline feasibility', () => {
   it('refuses at once a critical query whose predicted wait and run exceed its budget; critical_plus still waits', async () => {
     const made = setup({ max: 2 })
-    // Teach the estimator that a connection is held about 200 ms.
-    for (let i = 0; i < 4; i++) await Promise.all([1, 2].map(() => sql`select pg_sleep(0.2)`.execute(made.db)))
+    // Teach the estimator that a connection is held about 200 ms: it judges feasibility from CONFIDENT_AFTER samples on.
+    for (let i = 0; i < CONFIDENT_AFTER / 2; i++) await Promise.all([1, 2].map(() => sql`select pg_sleep(0.2)`.execute(made.db)))
     expect(made.dialect.poolStats().meanUseMs).toBeGreaterThan(150)
     const holders = await hold(made, 2, 0.5)
     const started = performance.now()
