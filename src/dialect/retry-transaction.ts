@@ -1,15 +1,15 @@
 import type { DatabaseConnection, Kysely, Transaction } from 'kysely'
-import { governorOfConnection } from '../dialect/governed-connection.js'
+import { governorOfConnection } from './governed-connection.js'
 import { BudgetRace } from '../context/budget-race.js'
 import { now } from '../context/monotonic-clock.js'
 import { currentQueryContext, withQueryContext, type QueryContext } from '../context/query-context.js'
 import { InvalidOptionError } from '../errors/invalid-option-error.js'
 import { errorForStop } from '../errors/stop-error.js'
-import { markAttempts } from './retry-attempts.js'
-import { RetryBudget } from './retry-budget.js'
-import { resolveRetryOptions, type RetryOptions, type RetrySettings } from './retry-options.js'
-import { planRetry } from './retry-plan.js'
-import { classifyFailure, type RetryReason } from './retry-policy.js'
+import { markAttempts } from '../retry/retry-attempts.js'
+import { RetryBudget } from '../retry/retry-budget.js'
+import { resolveRetryOptions, type RetryOptions, type RetrySettings } from '../retry/retry-options.js'
+import { planRetry } from '../retry/retry-plan.js'
+import { classifyFailure, type RetryReason } from '../retry/retry-policy.js'
 
 /**
  * Options of {@link retryTransaction}.
