@@ -34,12 +34,13 @@ export interface CircuitBreakerOptions {
 /**
  * The breaker's state. `since` is when the circuit opened (the start of the
  * outage, kept across failed probes); `probeAt` when the next probe may go;
- * `leaseUntil` when a probe that has not reported is given up on.
+ * `sentAt` when the probe out went; `leaseUntil` when a probe that has not
+ * reported is given up on.
  */
 type BreakerState =
   | { readonly kind: 'closed'; readonly failures: number }
   | { readonly kind: 'open'; readonly since: number; readonly probeAt: number }
-  | { readonly kind: 'half_open'; readonly since: number; readonly leaseUntil: number }
+  | { readonly kind: 'half_open'; readonly since: number; readonly sentAt: number; readonly leaseUntil: number }
 
 /** The first probe, this long after the circuit opens. */
 const FIRST_PROBE_MS = 50
@@ -66,6 +67,11 @@ const CLOSED: BreakerState = Object.freeze({ kind: 'closed', failures: 0 })
  * a probe that has not reported by then is presumed lost and the next caller
  * probes instead. A connect slower than the lease therefore overlaps with at
  * most one more probe per `resetAfterMs`.
+ *
+ * The wait after a failed probe counts from when that probe went, not from
+ * its failure: a probe whose connect hung through a fault and failed only
+ * after the heal (toxiproxy's `timeout`) tells of the server as it was when
+ * it went, so the next one is due at once.
  *
  * The breaker only says who may connect; the admission gate decides what a
  * caller it refuses does: wait for the probe's outcome when it can come
@@ -141,12 +147,12 @@ export class CircuitBreaker {
     const t = this.#clock()
     if (state.kind === 'open') {
       if (t < state.probeAt) return false
-      this.#set({ kind: 'half_open', since: state.since, leaseUntil: t + this.#resetAfterMs })
+      this.#set({ kind: 'half_open', since: state.since, sentAt: t, leaseUntil: t + this.#resetAfterMs })
       return true
     }
     if (t < state.leaseUntil) return false
     // The probe never reported: let this caller probe in its place.
-    this.#state = { kind: 'half_open', since: state.since, leaseUntil: t + this.#resetAfterMs }
+    this.#state = { kind: 'half_open', since: state.since, sentAt: t, leaseUntil: t + this.#resetAfterMs }
     return true
   }
 
@@ -154,7 +160,7 @@ export class CircuitBreaker {
   releaseProbe(): void {
     const state = this.#state
     if (state.kind !== 'half_open') return
-    this.#state = { kind: 'half_open', since: state.since, leaseUntil: this.#clock() }
+    this.#state = { kind: 'half_open', since: state.since, sentAt: state.sentAt, leaseUntil: this.#clock() }
     this.#listener?.()
   }
 
@@ -176,9 +182,9 @@ export class CircuitBreaker {
       if (failures < this.#threshold) this.#state = { kind: 'closed', failures }
       else this.#set({ kind: 'open', since: t, probeAt: t + Math.min(FIRST_PROBE_MS, this.#resetAfterMs) })
     } else if (state.kind === 'half_open') {
-      // The probe failed (or a connect begun before it did: either way the server still refuses).
+      // The probe failed (or a connect begun before it did: either way the server refused it when it went).
       const waitMs = Math.min(this.#resetAfterMs, Math.max(FIRST_PROBE_MS, (t - state.since) * PROBE_FRACTION))
-      this.#set({ kind: 'open', since: state.since, probeAt: t + waitMs })
+      this.#set({ kind: 'open', since: state.since, probeAt: state.sentAt + waitMs })
     }
     // Open: a connect begun before the circuit opened; the probe schedule stands.
   }

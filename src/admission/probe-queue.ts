@@ -31,6 +31,9 @@ export interface ProbeQueueHost {
  * wait until the next probe; with `retry.waitForRecovery`, those whose
  * deadline comes after the next probe wait for it instead (a caller without
  * a deadline waits for one probe only: nothing else would end its wait).
+ * A failure that leaves the next probe due at once (the failed one went
+ * longer ago than the wait between probes: its connect hung through a fault
+ * and failed after the heal) refuses nobody: the next probe goes at once.
  *
  * At most `maxWaiting` callers wait; critical_plus is never refused for
  * that, as in the permit queue.
@@ -92,9 +95,10 @@ export class ProbeQueue {
   #breakerMoved(): void {
     if (this.#serving || this.#heap.size === 0) return
     const breaker = this.#breaker
-    if (breaker.state === 'open') {
-      // The probe failed. Its waiters hear it now, unless they wait for the next one.
-      const probeAt = breaker.nextProbeAt
+    // The probe failed. Its waiters hear it now, unless they wait for the next one, or the next one is due at
+    // once: the probe went long ago (a connect that hung through a fault), so its failure is old news.
+    const probeAt = breaker.nextProbeAt
+    if (breaker.state === 'open' && probeAt > now()) {
       for (const waiter of this.#drain()) {
         if (this.#waitForRecovery && waiter.deadline < Infinity && probeAt < waiter.deadline) this.#heap.push(waiter)
         else waiter.fail(this.#host.circuitOpen(waiter.ticket))

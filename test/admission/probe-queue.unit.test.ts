@@ -114,17 +114,37 @@ describe('AdmissionGate: callers held for the breaker\'s probe (issue 12: no fai
     breaker.recordFailure()
     await vi.advanceTimersByTimeAsync(50)
     await gate.acquire(ticket('critical_plus')) // the probe
-    const short = watch(gate.acquire(ticket('critical', 55)))
+    const short = watch(gate.acquire(ticket('critical', 45)))
     const long = watch(gate.acquire(ticket('critical', 1_000)))
     await vi.advanceTimersByTimeAsync(10)
     gate.release()
-    breaker.recordFailure() // 60 ms into the outage: the next probe in 50 ms, after `short`'s deadline
+    // The probe went at 50 ms and failed at 60: the next one is due 50 ms after it went, after `short`'s deadline.
+    breaker.recordFailure()
     await flush()
-    expect(short.error()).toMatchObject({ reason: 'circuit_open', retryAfterMs: 50 })
+    expect(short.error()).toMatchObject({ reason: 'circuit_open', retryAfterMs: 50 }) // 40 ms, at least the 50 ms floor
     expect(long.state()).toBe('pending')
-    await vi.advanceTimersByTimeAsync(50)
+    await vi.advanceTimersByTimeAsync(40)
     expect(long.state()).toBe('granted')
     expect(states).toEqual(['open', 'half_open', 'open', 'half_open'])
+  })
+
+  it("a probe that fails long after it went (its connect hung through a fault) refuses nobody: the next one goes at once to the best waiter", async () => {
+    const { gate, breaker, states } = setup({ circuit: { resetAfterMs: 5_000 } })
+    breaker.recordFailure()
+    await vi.advanceTimersByTimeAsync(50)
+    await gate.acquire(ticket('critical')) // the probe, whose connect hangs
+    const held = watch(gate.acquire(ticket('critical', 5_000)))
+    const plus = watch(gate.acquire(ticket('critical_plus', 5_000)))
+    await vi.advanceTimersByTimeAsync(2_000)
+    gate.release()
+    breaker.recordFailure() // after the heal, 2 s after it went: it tells of the server as it was then
+    await flush()
+    expect(breaker.retryAfterMs).toBe(0)
+    expect([held.state(), plus.state()]).toEqual(['pending', 'granted'])
+    breaker.recordSuccess()
+    await flush()
+    expect(held.state()).toBe('granted')
+    expect(states).toEqual(['open', 'half_open', 'open', 'half_open', 'closed'])
   })
 
   it('a probe given back (a kept connection served it) goes to the next waiter at once; a lost one when its lease ends', async () => {
