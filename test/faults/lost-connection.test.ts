@@ -47,13 +47,16 @@ describe('a connection lost for good: server connections never above pool max + 
         settledAt(withQueryContext({ timeoutMs: 10_000, signal: controller.signal }, () => sql`select pg_sleep(3), 2 as n`.execute(db))),
       ]
       await waitFor('both statements running at the server', async () => most.filter((backend) => backend.query.includes('pg_sleep(3)')).length === 2 || (await running(app)) === 2)
-      // Callers that keep coming through the fault and past its end, each with a 1.5 s deadline.
+      // Callers that keep coming through the fault and past its end, two at a time (so that both connections are
+      // wanted), each with a 1.5 s deadline.
       const callers: Promise<{ readonly startedAt: number; readonly at: number; readonly error: unknown }>[] = []
       let calling = true
       const calls = (async () => {
         while (calling) {
           const startedAt = performance.now()
-          callers.push(settledAt(withQueryContext({ timeoutMs: 1_500 }, () => sql`select 1`.execute(db))).then(({ at, error }) => ({ startedAt, at, error })))
+          for (let i = 0; i < max; i++) {
+            callers.push(settledAt(withQueryContext({ timeoutMs: 1_500 }, () => sql`select pg_sleep(0.02)`.execute(db))).then(({ at, error }) => ({ startedAt, at, error })))
+          }
           await sleep(50)
         }
       })()
@@ -79,7 +82,7 @@ describe('a connection lost for good: server connections never above pool max + 
       // Every caller settled by its deadline, whatever it waited for; failures are the fault's own (deadline, shed, connection).
       for (const outcome of settled) expect(outcome.at - outcome.startedAt).toBeLessThan(1_500 + LATE_MARGIN_MS)
       // Callers that came once the network was back and the lost backends were gone succeeded.
-      expect(settled.slice(-5).map((outcome) => outcome.error)).toEqual([undefined, undefined, undefined, undefined, undefined])
+      expect(settled.slice(-6).map((outcome) => outcome.error)).toEqual([undefined, undefined, undefined, undefined, undefined, undefined])
       expect(most.length).toBeLessThanOrEqual(max + 1)
       expect(stillSleeping).toBe(0)
     } finally {
