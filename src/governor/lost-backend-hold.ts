@@ -190,12 +190,16 @@ const CHECKING: LookState = Object.freeze({ kind: 'checking' })
 const STOPPED: LookState = Object.freeze({ kind: 'stopped' })
 
 /**
- * The look at the server, on the control connection: a backend that still
- * exists and is at least as old as our session is ours, and is terminated
- * (its connection is destroyed: nobody reads its answer, and a transaction
- * rolls back as surely); a younger one reuses the pid, so ours is gone. A
- * backend whose start the control role may not see is taken as still there,
- * untouched: its permit waits for the statement_timeout.
+ * The look at the server, on the control connection, in two steps: first a
+ * read of which backends still exist; one at least as old as our session is
+ * ours (a younger one reuses the pid, so ours is gone). Then, only for those,
+ * `pg_terminate_backend` matched on the exact `backend_start` just read: a
+ * read that answered within the control timeout is fresh, and a terminate
+ * delivered late (behind a partition) can only reach that very backend,
+ * never another that took its pid since. Its connection is destroyed: nobody
+ * reads its answer, and a transaction rolls back as surely. A backend whose
+ * start the control role may not see is taken as still there, untouched: its
+ * permit waits for the statement_timeout.
  *
  * @example
  * ```ts
@@ -205,13 +209,19 @@ const STOPPED: LookState = Object.freeze({ kind: 'stopped' })
  */
 export function terminateLostBackendsWith(control: { query<R>(sql: string, parameters?: readonly unknown[]): Promise<R[]> }): TerminateLostBackends {
   return async (backends) => {
-    const rows = await control.query<{ pid: number }>(TERMINATE_LOST, [backends.map((b) => b.pid), backends.map((b) => b.minAgeMs)])
-    return new Set(rows.map((row) => row.pid))
+    const found = await control.query<{ pid: number; started: string | null }>(FIND_LOST, [backends.map((b) => b.pid), backends.map((b) => b.minAgeMs)])
+    const ours = found.filter((row) => row.started !== null)
+    if (ours.length > 0) await control.query(TERMINATE_EXACTLY, [ours.map((row) => row.pid), ours.map((row) => row.started)])
+    return new Set(found.map((row) => row.pid))
   }
 }
 
 // Durations only (the server's own clock for its age, ours for the session's): no clock offset between the two matters.
-const TERMINATE_LOST = `select l.pid, case when a.backend_start is null then false else pg_terminate_backend(a.pid) end as signalled
+const FIND_LOST = `select l.pid, a.backend_start::text as started
 from unnest($1::int[], $2::float8[]) as l(pid, min_age_ms)
 join pg_stat_activity a on a.pid = l.pid
 where a.backend_start is null or a.backend_start <= clock_timestamp() - l.min_age_ms * interval '1 millisecond'`
+
+const TERMINATE_EXACTLY = `select pg_terminate_backend(a.pid)
+from unnest($1::int[], $2::text[]) as t(pid, started)
+join pg_stat_activity a on a.pid = t.pid and a.backend_start = t.started::timestamptz`

@@ -48,11 +48,6 @@ export interface CancelOutcome {
   readonly mayArriveLate?: boolean
 }
 
-/** An error the server answered with (it has a SQLSTATE): the connection itself is fine. */
-function isQueryError(error: unknown): boolean {
-  return typeof (error as { code?: unknown } | null)?.code === 'string' && typeof (error as { severity?: unknown }).severity === 'string'
-}
-
 /** The control query did not answer within its limit: it may still be on its way. */
 class UnansweredControlQuery extends Error {}
 
@@ -123,23 +118,12 @@ export class Canceller {
   async query<R>(sql: string, parameters: readonly unknown[] = []): Promise<R[]> {
     if (this.#ended) throw new Error('the control connection is closed')
     const limitMs = this.#options.controlTimeoutMs
-    const opening = this.#control()
-    try {
-      const result = await withTimeout(
-        opening.then((client) => client.query<R>(sql, parameters)),
-        limitMs,
-        () => new Error(`no answer within ${limitMs} ms`),
-      )
-      return result.rows
-    } catch (error) {
-      // As for a cancel batch: a control connection that did not answer in time (a connect whose
-      // startup was lost hangs for good) is not trusted again, so the next query opens a new one.
-      if (!isQueryError(error)) {
-        this.#drop(opening)
-        void opening.then((client) => client.end()).catch(() => {})
-      }
-      throw error
-    }
+    const result = await withTimeout(
+      this.#control().then((client) => client.query<R>(sql, parameters)),
+      limitMs,
+      () => new Error(`no answer within ${limitMs} ms`),
+    )
+    return result.rows
   }
 
   async end(): Promise<void> {
