@@ -17,7 +17,7 @@ async function backend(): Promise<{ readonly client: pg.Client; readonly pid: nu
   client.on('error', () => {})
   await client.connect()
   clients.push(client)
-  return { client, pid: client.processID as number, ended }
+  return { client, pid: (client as unknown as { processID: number }).processID, ended }
 }
 
 async function exists(pid: number): Promise<boolean> {
