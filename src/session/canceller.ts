@@ -83,7 +83,9 @@ export class Canceller {
   readonly #pending: { readonly pid: number; readonly kill: boolean; readonly resolve: () => void; readonly reject: (error: Error) => void }[] = []
   #flushing = false
   /** The control connection has not answered since `since` (a batch given up on unanswered); cleared by an answer or a new connection. */
-  #silent: { readonly client: Promise<PgStandaloneClient>; readonly since: number } | undefined
+  #silent: { readonly client: Promise<PgStandaloneClient>; readonly raw: PgStandaloneClient; readonly since: number } | undefined
+  /** The pg client behind the current opening (its connect may still be under way). */
+  #raw: PgStandaloneClient | undefined
   #unavailableUntil = 0
   #lastFailure = ''
   #ended = false
@@ -141,7 +143,12 @@ export class Canceller {
     this.#ended = true
     const client = this.#client
     this.#client = undefined
-    if (client) await client.then((c) => c.end()).catch(() => {})
+    const kept = this.#silent
+    const silent = kept && kept.client === client ? kept.raw : undefined
+    this.#silent = undefined
+    // A silent connection kept may never finish its connect: end it directly (pg destroys a connecting socket), and wait no longer than a control query.
+    if (silent) await withTimeout(silent.end(), this.#options.controlTimeoutMs, () => new Error('the control connection did not close')).catch(() => {})
+    else if (client) await client.then((c) => c.end()).catch(() => {})
   }
 
   async #signal(method: 'backend' | 'kill', pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
@@ -203,9 +210,10 @@ export class Canceller {
         // A control connection that failed is not trusted again; one that only did not answer in time is
         // kept a while: behind a partition a new one's startup is held too and delivered at the heal beside
         // the old one, and the server would count two control connections (issue 12).
-        const silent = this.#silent?.client === opening ? this.#silent : { client: opening, since: startedAt }
+        const raw = this.#raw
+        const silent = this.#silent?.client === opening ? this.#silent : raw && this.#client === opening ? { client: opening, raw, since: startedAt } : undefined
         this.#silent = silent
-        if (!(error instanceof UnansweredControlQuery) || now() - silent.since >= silentPatienceMs(this.#options.controlTimeoutMs)) {
+        if (!silent || !(error instanceof UnansweredControlQuery) || now() - silent.since >= silentPatienceMs(this.#options.controlTimeoutMs)) {
           this.#drop(opening)
           void opening.then((client) => client.end()).catch(() => {})
         }
@@ -217,6 +225,7 @@ export class Canceller {
   #control(): Promise<PgStandaloneClient> {
     if (this.#client) return this.#client
     const client = this.#options.createClient()
+    this.#raw = client
     const opening = (async () => {
       client.on('error', () => this.#drop(opening))
       await client.connect()
