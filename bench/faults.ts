@@ -31,7 +31,10 @@
  *   - latency: server->client 2000 ± 500 ms for 4 s, deadline 1500 ms;
  *   - partition: nothing delivered either way for 3 s, then healed (held
  *     bytes are delivered late), deadline 1000 ms;
- *   - reset: every connection reset, new ones refused for 1 s, deadline 3000 ms.
+ *   - reset: every connection reset, new ones refused for 1 s, deadline 3000 ms;
+ *   - timeout: toxiproxy's timeout, data dropped and every connection (new
+ *     ones too) closed after 500 ms, for 2 s, deadline 1500 ms: connections
+ *     lost for good.
  * Targets (pg-governor): lateness p99 <= 10 ms in every fault, 0 wrong cancels,
  * 0 wrong results, 0 errors after the heal.
  *
@@ -79,6 +82,7 @@ const FAULTS: readonly FaultSpec[] = [
     },
     heal: (proxy) => proxy.clear(),
   },
+  { name: 'timeout 500 ms, for 2 s', deadlineMs: 1_500, faultMs: 2_000, apply: (proxy) => proxy.timeout(500), heal: (proxy) => proxy.clear() },
 ]
 
 interface Setup {

@@ -18,6 +18,7 @@ import type { PgPool, PgPoolClient } from '../session/pg-types.js'
 import { sessionStrategyFor } from '../session/session-strategy.js'
 import { FleetWatch } from './fleet-watch.js'
 import { LeakDetector } from './leak-detector.js'
+import { LostBackendHold, terminateLostBackendsWith } from './lost-backend-hold.js'
 import type { GovernorParts } from './governor-parts.js'
 import { Lease } from './lease.js'
 import { reportRefusal } from './refusal-event.js'
@@ -55,6 +56,8 @@ export class Governor {
   readonly #gate: AdmissionGate
   readonly #lender: PoolLender
   readonly #canceller: Canceller
+  /** Permits of lost connections whose backend may still run; absent behind a pooler (no control connection, no backend pids). */
+  readonly #lost: LostBackendHold | undefined
   readonly #warm: WarmConnections<GovernedSession> | undefined
   readonly #leaks: LeakDetector | undefined
   readonly #onRelease = (lease: Lease): void => this.#released(lease)
@@ -102,6 +105,7 @@ export class Governor {
     // One of several instances opens its connections one at a time until it knows its share (capacity-ceiling.ts).
     const ceiling = new CapacityCeiling(poolMax(pool), now, readsLimits && fleet.expectedInstances > 1)
     this.#gate = new AdmissionGate(poolMax(pool), parts.admission, this.#estimator, this.#breaker, ceiling, retry.waitForRecovery)
+    this.#lost = strategy.usesControlConnection ? new LostBackendHold({ terminate: terminateLostBackendsWith(this.#canceller), free: () => this.#gate.release() }) : undefined
     this.#lender = new PoolLender(pool, this.#gate, this.#breaker, events, () => this.#pool !== undefined)
     this.#fleet =
       fleet && strategy.usesControlConnection && (fleet.saturation || readsLimits)
@@ -258,6 +262,7 @@ export class Governor {
       warm,
       used: total - idle,
       permits: gate.inUse,
+      lostBackends: this.#lost?.size ?? 0,
       waiting: gate.waiting,
       pgPoolWaiting: pool?.waitingCount ?? 0,
       utilisation: gate.utilisation,
@@ -275,6 +280,7 @@ export class Governor {
     this.#leaks?.stop()
     this.#gate.rejectAll(new GovernorError('POOL_CLOSED', 'the pool was closed while the query waited for a connection'))
     this.#fleet?.stop()
+    this.#lost?.stop()
     // pg-pool's end() waits for every client it lent; kept ones must go back first.
     this.#warm?.drain()
     await this.#canceller.end()
@@ -306,9 +312,17 @@ export class Governor {
     if (surplus) lease.session.discard('above the connection ceiling: the slot goes back to the server')
     // Kept only when clean, and not while something waits in pg-pool's own queue.
     const kept = !surplus && end === 'clean' && warm !== undefined && pool !== undefined && (pool.waitingCount ?? 0) === 0 && warm.keep(lease.loan, at)
+    // A backend that may still run a statement the server never answered keeps the permit: its replacement would be one too many at the server.
+    const hold = end === 'broken' ? this.#lost : undefined
+    const lost = hold ? lease.session.lostBackend : undefined
     if (!kept) this.#returnToPool(lease.session, at)
     const heldMs = at - lease.checkedOutAt
-    this.#gate.release(heldMs)
+    if (hold && lost) {
+      this.#estimator.recordUse(heldMs)
+      hold.hold(lost)
+    } else {
+      this.#gate.release(heldMs)
+    }
     const { events } = this.#parts
     if (events.has('release')) events.emit('release', { heldMs, destroyed: end === 'broken' })
   }

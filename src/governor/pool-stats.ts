@@ -24,8 +24,10 @@ export interface PoolStats {
   readonly warm: number
   /** Connections a query holds (`total - idle`). */
   readonly used: number
-  /** Admission permits held: checked out, being opened, or draining a cancel. */
+  /** Admission permits held: checked out, being opened, draining a cancel, or held for a lost backend (`lostBackends`). */
   readonly permits: number
+  /** Of `permits`, those of destroyed connections whose backend may still run a statement at the server (see "Network faults" in the README). */
+  readonly lostBackends: number
   /** Callers in our wait queue. */
   readonly waiting: number
   /** Callers in pg-pool's own queue: stays 0 unless something bypasses the governor. */
@@ -51,6 +53,7 @@ export const IDLE_POOL_STATS: PoolStats = Object.freeze({
   warm: 0,
   used: 0,
   permits: 0,
+  lostBackends: 0,
   waiting: 0,
   pgPoolWaiting: 0,
   utilisation: 0,

@@ -48,6 +48,15 @@ export interface CancelOutcome {
   readonly mayArriveLate?: boolean
 }
 
+/**
+ * How long a control connection may stay silent (every batch given up on
+ * unanswered) before it is replaced: a partition shorter than this never
+ * shows the server a second control connection at its heal.
+ */
+function silentPatienceMs(controlTimeoutMs: number): number {
+  return Math.max(5_000, 10 * controlTimeoutMs)
+}
+
 /** The control query did not answer within its limit: it may still be on its way. */
 class UnansweredControlQuery extends Error {}
 
@@ -73,6 +82,10 @@ export class Canceller {
   #client: Promise<PgStandaloneClient> | undefined
   readonly #pending: { readonly pid: number; readonly kill: boolean; readonly resolve: () => void; readonly reject: (error: Error) => void }[] = []
   #flushing = false
+  /** The control connection has not answered since `since` (a batch given up on unanswered); cleared by an answer or a new connection. */
+  #silent: { readonly client: Promise<PgStandaloneClient>; readonly raw: PgStandaloneClient; readonly since: number } | undefined
+  /** The pg client behind the current opening (its connect may still be under way). */
+  #raw: PgStandaloneClient | undefined
   #unavailableUntil = 0
   #lastFailure = ''
   #ended = false
@@ -130,7 +143,12 @@ export class Canceller {
     this.#ended = true
     const client = this.#client
     this.#client = undefined
-    if (client) await client.then((c) => c.end()).catch(() => {})
+    const kept = this.#silent
+    const silent = kept && kept.client === client ? kept.raw : undefined
+    this.#silent = undefined
+    // A silent connection kept may never finish its connect: end it directly (pg destroys a connecting socket), and wait no longer than a control query.
+    if (silent) await withTimeout(silent.end(), this.#options.controlTimeoutMs, () => new Error('the control connection did not close')).catch(() => {})
+    else if (client) await client.then((c) => c.end()).catch(() => {})
   }
 
   async #signal(method: 'backend' | 'kill', pid: number, secretKey: number | null | undefined): Promise<CancelOutcome> {
@@ -169,6 +187,7 @@ export class Canceller {
     this.#flushing = true
     while (this.#pending.length > 0) {
       const batch = this.#pending.splice(0)
+      const startedAt = now()
       const cancelPids = batch.filter((request) => !request.kill).map((request) => request.pid)
       const killPids = batch.filter((request) => request.kill).map((request) => request.pid)
       const opening = this.#control()
@@ -184,12 +203,20 @@ export class Canceller {
           this.#options.controlTimeoutMs,
           () => new UnansweredControlQuery(`no answer within ${this.#options.controlTimeoutMs} ms`),
         )
+        if (this.#silent?.client === opening) this.#silent = undefined
         for (const request of batch) request.resolve()
       } catch (error) {
         for (const request of batch) request.reject(error instanceof Error ? error : new Error(String(error)))
-        // A control connection that failed or did not answer in time is not trusted again.
-        this.#drop(opening)
-        void opening.then((client) => client.end()).catch(() => {})
+        // A control connection that failed is not trusted again; one that only did not answer in time is
+        // kept a while: behind a partition a new one's startup is held too and delivered at the heal beside
+        // the old one, and the server would count two control connections (issue 12).
+        const raw = this.#raw
+        const silent = this.#silent?.client === opening ? this.#silent : raw && this.#client === opening ? { client: opening, raw, since: startedAt } : undefined
+        this.#silent = silent
+        if (!silent || !(error instanceof UnansweredControlQuery) || now() - silent.since >= silentPatienceMs(this.#options.controlTimeoutMs)) {
+          this.#drop(opening)
+          void opening.then((client) => client.end()).catch(() => {})
+        }
       }
     }
     this.#flushing = false
@@ -198,6 +225,7 @@ export class Canceller {
   #control(): Promise<PgStandaloneClient> {
     if (this.#client) return this.#client
     const client = this.#options.createClient()
+    this.#raw = client
     const opening = (async () => {
       client.on('error', () => this.#drop(opening))
       await client.connect()
@@ -219,6 +247,7 @@ export class Canceller {
   }
 
   #drop(client: Promise<PgStandaloneClient>): void {
+    if (this.#silent?.client === client) this.#silent = undefined
     if (this.#client === client) this.#client = undefined
   }
 }

@@ -18,6 +18,7 @@ import { canCarryQueries } from './carried-query.js'
 import { closeAtDeadline } from './close-at-deadline.js'
 import { isCloseCheckRefused, type CarriedStatement } from './deadline-carrier.js'
 import { sessionStrategyFor, type SessionStrategy } from './session-strategy.js'
+import { UnansweredStatement, type LostBackend } from './unanswered-statement.js'
 
 /** What every session of one governor shares. */
 export interface SessionServices {
@@ -68,6 +69,7 @@ export class GovernedSession implements StatementHost {
   readonly #timeouts = new StatementTimeoutCache()
   readonly #settler = new CancelSettler()
   readonly #strategy: SessionStrategy
+  readonly #unanswered = new UnansweredStatement(now())
   /** The statement on the wire, for a cancel asked from outside (Kysely's strategies). */
   #inFlight: InFlight | undefined
 
@@ -229,14 +231,25 @@ export class GovernedSession implements StatementHost {
     else this.#client.release()
   }
 
+  /**
+   * The backend, if it may still run a statement the server never answered
+   * (the connection failed or was destroyed under it): the governor holds the
+   * permit of such a session past its destruction (lost-backend-hold.ts).
+   */
+  get lostBackend(): LostBackend | undefined {
+    return this.#unanswered.lostBackend(this.pid)
+  }
+
   /** @internal A statement went on the wire. */
   statementStarted(inFlight: InFlight): void {
     this.#inFlight = inFlight
+    this.#unanswered.sent(now(), this.#timeouts.inForce(this.#transactionStatus()))
   }
 
   /** @internal The server answered a statement. */
   statementEnded(inFlight: InFlight, error: unknown): void {
     if (this.#inFlight === inFlight) this.#inFlight = undefined
+    this.#unanswered.ended(error)
     // The server ends the session after a FATAL error; the socket may close only after we
     // are released, so the pool would hand a dead client to the next caller.
     if (error !== undefined && isSessionEnding(error)) this.discard(`session ended: ${(error as Error).message}`)
@@ -430,7 +443,7 @@ export class GovernedSession implements StatementHost {
 
   #trackInFlight(promise: Promise<unknown>): InFlight {
     const inFlight: InFlight = { whenEnded: () => promise.then(noError, (error: unknown) => error) }
-    this.#inFlight = inFlight
+    this.statementStarted(inFlight)
     promise.then(
       () => this.statementEnded(inFlight, undefined),
       (error: unknown) => this.statementEnded(inFlight, error),

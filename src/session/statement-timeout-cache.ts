@@ -99,6 +99,11 @@ export class StatementTimeoutCache {
     }
   }
 
+  /** The value the server applies to a statement sent now, as far as we know: the local one inside a transaction. */
+  inForce(status: TransactionStatus): StatementTimeoutValue {
+    return status === 'I' ? this.#session : (this.#local ?? this.#session)
+  }
+
   /** The session's transaction status as just read: outside a transaction nothing local is left. */
   observe(status: TransactionStatus): void {
     if (status === 'I') {

@@ -24,7 +24,7 @@ export interface DirectionToxics {
  *   way on any connection, old or new, and on heal everything held is
  *   delivered in order (a late packet is a late packet, not a lost one);
  * - `timeout(ms)`: toxiproxy's `timeout`: data is dropped and every
- *   connection is closed after `ms`;
+ *   connection is closed after `ms`, those opened later too (until `clear()`);
  * - `reset()`: every open connection is reset (RST); `refuseFor(ms)` resets
  *   new ones at accept for a while;
  * - `mode = 'blackhole'`: new connections are accepted and hear nothing while
@@ -43,7 +43,7 @@ export interface FaultProxy {
   timeout(ms: number): void
   reset(): void
   refuseFor(ms: number): void
-  /** Removes every toxic, heals, and forwards again. */
+  /** Removes every toxic, heals, and forwards again (connections the timeout toxic took are still closed when due). */
   clear(): void
   /** Connections currently open through the proxy. */
   readonly connections: number
@@ -133,13 +133,15 @@ class Link {
 interface ProxyState {
   held: boolean
   dropping: boolean
+  /** The `timeout` toxic's delay before a connection is closed, while it is on. */
+  closeAfterMs: number | undefined
   readonly toxics: Record<Direction, DirectionToxics>
   readonly random: () => number
 }
 
 export async function startFaultProxy(url: string, options: { readonly random?: () => number } = {}): Promise<FaultProxy> {
   const target = new URL(url)
-  const state: ProxyState = { held: false, dropping: false, toxics: { upstream: {}, downstream: {} }, random: options.random ?? Math.random }
+  const state: ProxyState = { held: false, dropping: false, closeAfterMs: undefined, toxics: { upstream: {}, downstream: {} }, random: options.random ?? Math.random }
   const pairs = new Set<{ readonly client: Socket; readonly upstream: Socket | undefined; readonly links: Link[] }>()
   const timers = new Set<NodeJS.Timeout>()
   let mode: ProxyMode = 'forward'
@@ -190,7 +192,20 @@ export async function startFaultProxy(url: string, options: { readonly random?: 
       closeLater(upstream, up)
     })
     upstream.on('close', () => closeLater(client, down))
+    // As in toxiproxy, the timeout toxic applies to connections opened while it is on: dropped, then closed.
+    if (state.closeAfterMs !== undefined) closeAfter(state.closeAfterMs, [pair])
   })
+  const closeAfter = (ms: number, closing: Iterable<{ readonly client: Socket; readonly upstream: Socket | undefined }>): void => {
+    const doomed = [...closing]
+    const timer = setTimeout(() => {
+      timers.delete(timer)
+      for (const pair of doomed) {
+        pair.client.destroy()
+        pair.upstream?.destroy()
+      }
+    }, ms)
+    timers.add(timer)
+  }
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address() as AddressInfo
   const proxied = new URL(url)
@@ -224,15 +239,9 @@ export async function startFaultProxy(url: string, options: { readonly random?: 
     },
     timeout(ms) {
       state.dropping = true
+      state.closeAfterMs = ms
       for (const pair of pairs) for (const link of pair.links) link.drop()
-      const timer = setTimeout(() => {
-        timers.delete(timer)
-        for (const pair of pairs) {
-          pair.client.destroy()
-          pair.upstream?.destroy()
-        }
-      }, ms)
-      timers.add(timer)
+      closeAfter(ms, pairs)
     },
     reset() {
       for (const pair of pairs) {
@@ -248,10 +257,10 @@ export async function startFaultProxy(url: string, options: { readonly random?: 
       state.toxics.upstream = {}
       state.toxics.downstream = {}
       state.dropping = false
+      state.closeAfterMs = undefined
       refuseUntil = 0
       mode = 'forward'
-      for (const timer of timers) clearTimeout(timer)
-      timers.clear()
+      // Connections the timeout toxic already dropped data of are still closed when due: what they sent is lost for good.
       proxy.heal()
     },
     close: () =>
