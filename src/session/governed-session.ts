@@ -1,16 +1,13 @@
 import { BudgetRace } from '../context/budget-race.js'
 import { now } from '../context/monotonic-clock.js'
-import type { PolicyRegistry } from '../context/policy-registry.js'
 import { budgetFrom, currentBudget, refusalToStart, type QueryBudget } from '../context/query-budget.js'
 import { QueryCanceledError } from '../errors/query-canceled-error.js'
 import { errorForStop } from '../errors/stop-error.js'
 import type { GovernorEvents } from '../telemetry/governor-events.js'
 import { CancelSettler } from './cancel-settler.js'
-import type { Canceller } from './canceller.js'
-import type { PgCursorConstructor, PgPoolClient, PgQueryResult } from './pg-types.js'
+import type { PgPoolClient, PgQueryResult } from './pg-types.js'
 import { keepAsCause, StatementRun, type InFlight, type StatementHost } from './statement-run.js'
 import { isSessionEnding, outcomeOf, reportStatement, sqlComment, stoppedWhileRunning, withCallerStack } from './statement-outcome.js'
-import type { StatementTimeoutLadder } from './statement-timeout-ladder.js'
 import { StatementTimeoutCache, type StatementTimeoutChange, type TransactionStatus } from './statement-timeout-cache.js'
 import { StreamWatch } from './stream-watch.js'
 import { cancelUntilEnded, reasonToDiscard } from './statement-cancel.js'
@@ -19,34 +16,9 @@ import { closeAtDeadline } from './close-at-deadline.js'
 import { isCloseCheckRefused, type CarriedStatement } from './deadline-carrier.js'
 import { sessionStrategyFor, type SessionStrategy } from './session-strategy.js'
 import { UnansweredStatement, type LostBackend } from './unanswered-statement.js'
+import { ROLLBACK_TIMEOUT_MS, type CancelReason, type SessionEnd, type SessionServices } from './session-services.js'
 
-/** What every session of one governor shares. */
-export interface SessionServices {
-  readonly canceller: Canceller
-  readonly ladder: StatementTimeoutLadder
-  readonly policies: PolicyRegistry
-  readonly events: GovernorEvents
-  readonly cursor: PgCursorConstructor | undefined
-  /** Prefix statements with a sqlcommenter-style comment (criticality, domain, traceparent). */
-  readonly sqlComment: boolean
-  /** How statement_timeout is carried and cancels are sent, by the pool's mode (direct when absent). */
-  readonly strategy?: SessionStrategy | undefined
-  /** The session was marked never to be reused; `error` when its connection failed. The governor evicts it if it holds it idle. */
-  discarded(session: GovernedSession, error: Error | undefined): void
-}
-
-/** Why a stop reaches the server: our deadline, an abort, or Kysely's own inflight-query strategy. */
-export type CancelReason = 'deadline' | 'abort' | 'kysely'
-
-/** What a session is fit for once its user is done with it. */
-export type SessionEnd = 'clean' | 'broken'
-
-/**
- * How long a rollback may take once its caller has stopped waiting for it
- * (its deadline passed): past this the session is destroyed, which rolls the
- * transaction back on the server as surely, and frees the slot.
- */
-export const ROLLBACK_TIMEOUT_MS = 1_000
+export { ROLLBACK_TIMEOUT_MS, type CancelReason, type SessionEnd, type SessionServices } from './session-services.js'
 
 /**
  * One pg client, governed, and nothing about Kysely or the pool: every
