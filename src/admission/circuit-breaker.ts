@@ -83,6 +83,8 @@ export class CircuitBreaker {
   readonly #onChange: (state: CircuitState) => void
   readonly #clock: () => number
   #state: BreakerState = CLOSED
+  /** When the circuit last closed after an outage: a connect begun before then tells of the outage, not of now. */
+  #closedAt = -Infinity
   #listener: (() => void) | undefined
 
   /** `clock` is the monotonic clock in milliseconds; tests pass a fake one. */
@@ -164,25 +166,42 @@ export class CircuitBreaker {
     this.#listener?.()
   }
 
+  /** The breaker's clock now: pass it to {@link recordFailure} as when a connect began. */
+  attemptStarted(): number {
+    return this.#clock()
+  }
+
   /** A connection was opened (or lent by the pool): the server takes sessions. */
   recordSuccess(): void {
     const state = this.#state
     if (state === CLOSED) return
     if (state.kind === 'closed') this.#state = CLOSED
-    else this.#set(CLOSED)
+    else {
+      this.#closedAt = this.#clock()
+      this.#set(CLOSED)
+    }
   }
 
-  /** A connection attempt failed for a reason {@link isConnectionFailure} accepts. */
-  recordFailure(): void {
+  /**
+   * A connection attempt that began at `startedAt` ({@link attemptStarted};
+   * now when left out) failed for a reason {@link isConnectionFailure}
+   * accepts. An attempt older than the circuit's last close, or than the
+   * probe out, tells of the server as it was before them, and counts for
+   * nothing: under toxiproxy's `timeout`, connects opened during the fault
+   * fail only after the heal, and used to open the circuit again.
+   */
+  recordFailure(startedAt?: number): void {
     if (this.#threshold === 0) return
     const state = this.#state
     const t = this.#clock()
+    const began = startedAt ?? t
+    if (began < this.#closedAt || (state.kind === 'half_open' && began < state.sentAt)) return
     if (state.kind === 'closed') {
       const failures = state.failures + 1
       if (failures < this.#threshold) this.#state = { kind: 'closed', failures }
       else this.#set({ kind: 'open', since: t, probeAt: t + Math.min(FIRST_PROBE_MS, this.#resetAfterMs) })
     } else if (state.kind === 'half_open') {
-      // The probe failed (or a connect begun before it did: either way the server refused it when it went).
+      // The probe failed (or a connect begun with it).
       const waitMs = Math.min(this.#resetAfterMs, Math.max(FIRST_PROBE_MS, (t - state.since) * PROBE_FRACTION))
       this.#set({ kind: 'open', since: state.since, probeAt: state.sentAt + waitMs })
     }

@@ -65,6 +65,7 @@ export class PoolLender {
     const gate = this.#gate
     const pool = this.#pool
     // The permit stays taken until pg-pool's connect has settled, so that pg-pool never has more out than we count.
+    const startedAt = this.#breaker.attemptStarted()
     const connecting = pool.connect().then(
       (client) => {
         this.#breaker.recordSuccess()
@@ -89,7 +90,7 @@ export class PoolLender {
           this.#reportCapacity('refused', error, wasCapped)
         }
         gate.abandon()
-        if (isConnectionFailure(error)) this.#breaker.recordFailure()
+        if (isConnectionFailure(error)) this.#breaker.recordFailure(startedAt)
         throw error
       },
     )

@@ -26,6 +26,27 @@ describe('CircuitBreaker', () => {
     expect(states).toEqual(['open'])
   })
 
+  it('a connect begun before the circuit closed, or before the probe out went, fails without effect (toxiproxy timeout: it fails after the heal)', () => {
+    const { cb, states, advance } = breaker({ failureThreshold: 2 })
+    const duringFault = [0, 1, 2, 3].map(() => cb.attemptStarted())
+    fail(cb, 2)
+    advance(50)
+    expect(cb.allows()).toBe(true) // the probe
+    const beforeProbe = duringFault[0] as number
+    cb.recordFailure(beforeProbe)
+    expect(cb.state).toBe('half_open')
+    cb.recordSuccess() // healed
+    advance(400)
+    for (const startedAt of duringFault.slice(1)) cb.recordFailure(startedAt) // closed by the proxy only now
+    expect(cb.state).toBe('closed')
+    expect(states).toEqual(['open', 'half_open', 'closed'])
+    // A connect begun after the close counts as before.
+    const fresh = cb.attemptStarted()
+    cb.recordFailure(fresh)
+    cb.recordFailure(fresh)
+    expect(cb.state).toBe('open')
+  })
+
   it('never opens with failureThreshold 0', () => {
     const { cb, states } = breaker({ failureThreshold: 0 })
     fail(cb, 100)
