@@ -1,28 +1,16 @@
 import { sql } from 'kysely'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { withQueryContext } from '../../src/index.js'
-import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
 import { sleep, waitFor } from '../support/governed.js'
 import { useTestDatabase } from '../support/test-database.js'
-import { governedThrough, settledAt } from './support.js'
+import { governedThrough, sampleBackends, settledAt, useFaultProxy } from './support.js'
 
 const database = useTestDatabase()
-let faults: FaultProxy | undefined
-afterEach(async () => {
-  await faults?.close()
-  faults = undefined
-})
-
-interface Backend {
-  readonly pid: number
-  readonly app: string
-  readonly state: string | null
-  readonly query: string
-}
+const proxy = useFaultProxy(database)
 
 describe('server connections never above pool max + control (issue 12)', () => {
   it('through a partition that heals, with statements stopped behind it and callers waiting for their connections', async () => {
-    faults = await startFaultProxy(database.url)
+    const faults = await proxy.start()
     const max = 2
     const app = 'faults-bound'
     const { db, dialect } = governedThrough(faults.url, { max, application_name: app }, { warmConnections: false, controlConnection: { timeoutMs: 200 } })
@@ -30,18 +18,11 @@ describe('server connections never above pool max + control (issue 12)', () => {
     dialect.events.on('cancel', (event) => {
       if (event.destroyed) destroyedByCancel++
     })
-    let sampling = true
-    let most: Backend[] = []
-    const sampler = (async () => {
-      while (sampling) {
-        const rows = await database.admin<Backend>(`select pid, application_name as app, state, left(query, 40) as query from pg_stat_activity where application_name like $1`, [`${app}%`])
-        if (rows.length > most.length) most = rows
-        await sleep(2)
-      }
-    })()
+    const sampler = sampleBackends(database, app)
+    const most = sampler.most
     try {
       await Promise.all(Array.from({ length: max }, () => sql`select 1`.execute(db)))
-      await waitFor('the control connection', async () => most.length === max + 1)
+      await waitFor('the control connection', async () => most().length === max + 1)
       // Statements that will be stopped behind the partition, and callers that keep coming through it and past the heal.
       const stream: Promise<unknown>[] = []
       let streaming = true
@@ -64,12 +45,11 @@ describe('server connections never above pool max + control (issue 12)', () => {
       await Promise.all(stream)
       await waitFor('the pool to return to rest', async () => dialect.poolStats().permits === 0 && dialect.poolStats().waiting === 0, 8_000)
       await sleep(300)
-      console.log(`[connection-bound] ${stream.length} queries, ${destroyedByCancel} connections destroyed for an unconfirmed cancel; most server connections seen: ${most.length} (max ${max} + control 1): ${JSON.stringify(most)}`)
+      console.log(`[connection-bound] ${stream.length} queries, ${destroyedByCancel} connections destroyed for an unconfirmed cancel; most server connections seen: ${most().length} (max ${max} + control 1): ${JSON.stringify(most())}`)
       expect(destroyedByCancel).toBeGreaterThan(0)
-      expect(most.length).toBeLessThanOrEqual(max + 1)
+      expect(most().length).toBeLessThanOrEqual(max + 1)
     } finally {
-      sampling = false
-      await sampler
+      await sampler.stop()
       faults.heal()
       await db.destroy()
     }

@@ -1,21 +1,16 @@
 import { sql } from 'kysely'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { withQueryContext } from '../../src/index.js'
-import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
 import { sleep, waitFor } from '../support/governed.js'
 import { useTestDatabase } from '../support/test-database.js'
-import { governedThrough, settledAt } from './support.js'
+import { governedThrough, settledAt, useFaultProxy } from './support.js'
 
 const database = useTestDatabase()
-let faults: FaultProxy | undefined
-afterEach(async () => {
-  await faults?.close()
-  faults = undefined
-})
+const proxy = useFaultProxy(database)
 
 describe('one control connection, through a partition that heals (issue 12)', () => {
   it('cancels given up on unanswered behind the partition do not open control connections that all reach the server at the heal', async () => {
-    faults = await startFaultProxy(database.url)
+    const faults = await proxy.start()
     const max = 3
     const app = 'faults-control'
     const { db } = governedThrough(faults.url, { max, application_name: app }, { warmConnections: false, controlConnection: { timeoutMs: 200 } })

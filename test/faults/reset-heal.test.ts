@@ -1,21 +1,16 @@
 import { sql } from 'kysely'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { DeadlineExceededError, LoadShedError, withQueryContext, type CircuitState } from '../../src/index.js'
-import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
 import { sleep, waitFor } from '../support/governed.js'
 import { useTestDatabase } from '../support/test-database.js'
-import { governedThrough, LATE_MARGIN_MS, settledAt } from './support.js'
+import { governedThrough, LATE_MARGIN_MS, settledAt, useFaultProxy } from './support.js'
 
 const database = useTestDatabase()
-let faults: FaultProxy | undefined
-afterEach(async () => {
-  await faults?.close()
-  faults = undefined
-})
+const proxy = useFaultProxy(database)
 
 describe('a reset that heals: nothing fails after the heal (issue 12)', () => {
   it('callers arriving between the server\'s return and the probe that sees it wait for the probe, within their deadline, and succeed', async () => {
-    faults = await startFaultProxy(database.url)
+    const faults = await proxy.start()
     const { db, dialect } = governedThrough(faults.url, { max: 4, application_name: 'faults-reset-heal' }, { warmConnections: false })
     const states: CircuitState[] = []
     dialect.events.on('circuit', (state) => states.push(state))

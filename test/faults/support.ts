@@ -1,6 +1,9 @@
 import { Kysely } from 'kysely'
 import pg from 'pg'
 import { GovernedPostgresDialect, type GovernedPostgresDialectConfig } from '../../src/index.js'
+import { afterEach } from 'vitest'
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
+import { sleep } from '../support/governed.js'
 import type { TestDatabase } from '../support/test-database.js'
 
 /** A governed Kysely whose pool (and control connection, unless `config` says otherwise) goes through `url` (a fault proxy). */
@@ -32,3 +35,51 @@ export async function settledAt(promise: Promise<unknown>): Promise<{ readonly a
 
 /** Margin for "at its deadline" on a shared 2-core machine; figures are printed. */
 export const LATE_MARGIN_MS = 150
+
+/** A fault proxy in front of `database`, started by `start()` and closed after each test. */
+export function useFaultProxy(database: TestDatabase): { start(): Promise<FaultProxy> } {
+  let proxy: FaultProxy | undefined
+  afterEach(async () => {
+    await proxy?.close()
+    proxy = undefined
+  })
+  return {
+    async start() {
+      proxy = await startFaultProxy(database.url)
+      return proxy
+    },
+  }
+}
+
+/** A backend of ours as pg_stat_activity shows it. */
+export interface ServerBackend {
+  readonly pid: number
+  readonly app: string
+  readonly state: string | null
+  readonly query: string
+}
+
+/**
+ * Samples, every 2 ms from an admin connection that bypasses the proxy, the
+ * backends whose application_name starts with `prefix`; keeps the largest
+ * sample (`most`), and calls `onSample` after each one.
+ */
+export function sampleBackends(database: TestDatabase, prefix: string, onSample: () => void = () => {}): { readonly most: () => readonly ServerBackend[]; stop(): Promise<void> } {
+  let sampling = true
+  let most: ServerBackend[] = []
+  const sampler = (async () => {
+    while (sampling) {
+      const rows = await database.admin<ServerBackend>(`select pid, application_name as app, state, left(query, 40) as query from pg_stat_activity where application_name like $1`, [`${prefix}%`])
+      if (rows.length > most.length) most = rows
+      onSample()
+      await sleep(2)
+    }
+  })()
+  return {
+    most: () => most,
+    async stop() {
+      sampling = false
+      await sampler
+    },
+  }
+}

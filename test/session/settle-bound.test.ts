@@ -9,7 +9,9 @@ let db: Kysely<any>
 let dialect: GovernedPostgresDialect
 
 beforeAll(async () => {
-  // Swallows every cancel (ours and statement_timeout's) for `ms`: a statement that settles late.
+  // Swallows every cancel (ours and statement_timeout's) for `ms`: a statement that settles late. The sleeping loop
+  // runs inside the handled block, so that a cancel can land outside it only just after one was caught (a loop
+  // around a block per sleep let one in between two sleeps, and the statement then ended at once).
   await database.admin(`
     create or replace function ignore_cancels_for(ms int) returns int language plpgsql as $$
     declare
@@ -17,7 +19,9 @@ beforeAll(async () => {
     begin
       while clock_timestamp() < until loop
         begin
-          perform pg_sleep(0.01);
+          while clock_timestamp() < until loop
+            perform pg_sleep(0.01);
+          end loop;
         exception when query_canceled then null;
         end;
       end loop;
