@@ -209,13 +209,13 @@ export class GovernedSession implements StatementHost {
    * permit of such a session past its destruction (lost-backend-hold.ts).
    */
   get lostBackend(): LostBackend | undefined {
-    return this.#unanswered.lostBackend(this.pid)
+    return this.#unanswered.lostBackend(this.pid, this.#timeouts.inForce(this.#transactionStatus()))
   }
 
   /** @internal A statement went on the wire. */
   statementStarted(inFlight: InFlight): void {
     this.#inFlight = inFlight
-    this.#unanswered.sent(now(), this.#timeouts.inForce(this.#transactionStatus()))
+    this.#unanswered.sent(now())
   }
 
   /** @internal The server answered a statement. */

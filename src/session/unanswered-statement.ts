@@ -26,34 +26,40 @@ export interface LostBackend {
  * @example
  * ```ts
  * const mark = new UnansweredStatement(now())
- * mark.sent(now(), 2_000)
+ * mark.sent(now())
  * mark.ended(new Error('Connection terminated unexpectedly'))
- * mark.lostBackend(pid) // { pid, bornAt, stopsBy: sentAt + 2000 }
+ * mark.lostBackend(pid, 2_000) // { pid, bornAt, stopsBy: sentAt + 2000 }
  * ```
  */
 export class UnansweredStatement {
   readonly #bornAt: number
-  /** When the server stops the statement on the wire at the latest; undefined when the last one was answered. */
-  #stopsBy: number | undefined
+  /** When the statement on the wire was sent; undefined when the last one was answered. */
+  #sentAt: number | undefined
 
   constructor(bornAt: number) {
     this.#bornAt = bornAt
   }
 
-  /** A statement went on the wire at `at`, with `statementTimeout` in force for it. */
-  sent(at: number, statementTimeout: StatementTimeoutValue): void {
-    this.#stopsBy = typeof statementTimeout === 'number' && statementTimeout > 0 ? at + statementTimeout : Infinity
+  /** A statement went on the wire at `at`. One field write: this runs for every statement. */
+  sent(at: number): void {
+    this.#sentAt = at
   }
 
   /** The statement ended, with `error` (undefined when it succeeded). */
   ended(error: unknown): void {
-    if (error === undefined || isServerAnswer(error)) this.#stopsBy = undefined
+    if (error === undefined || isServerAnswer(error)) this.#sentAt = undefined
   }
 
-  /** The backend `pid` if the last statement was not answered by the server; else undefined. */
-  lostBackend(pid: number | undefined): LostBackend | undefined {
-    const stopsBy = this.#stopsBy
-    return stopsBy === undefined || pid === undefined ? undefined : { pid, bornAt: this.#bornAt, stopsBy }
+  /**
+   * The backend `pid` if the last statement was not answered by the server;
+   * else undefined. `statementTimeout` is the one in force for that
+   * statement: read when asked, since nothing else runs on the session (so
+   * nothing changes it) while a statement is unanswered.
+   */
+  lostBackend(pid: number | undefined, statementTimeout: StatementTimeoutValue): LostBackend | undefined {
+    const sentAt = this.#sentAt
+    if (sentAt === undefined || pid === undefined) return undefined
+    return { pid, bornAt: this.#bornAt, stopsBy: typeof statementTimeout === 'number' && statementTimeout > 0 ? sentAt + statementTimeout : Infinity }
   }
 }
 
