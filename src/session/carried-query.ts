@@ -63,8 +63,22 @@ export function canCarryQueries(client: PgClient): boolean {
   return queryClassOf(client) !== undefined
 }
 
+/** What {@link queryClassOf} found, by client class: asked for every carried statement, worked out once. */
+const queryClasses = new WeakMap<object, PgQueryClass | null>()
+
 function queryClassOf(client: PgClient): PgQueryClass | undefined {
-  const Query = (client.constructor as { Query?: unknown } | undefined)?.Query
+  const Client = client.constructor as object | undefined
+  if (!Client) return undefined
+  let found = queryClasses.get(Client)
+  if (found === undefined) {
+    found = extendableQueryClass(Client) ?? null
+    queryClasses.set(Client, found)
+  }
+  return found ?? undefined
+}
+
+function extendableQueryClass(Client: object): PgQueryClass | undefined {
+  const Query = (Client as { Query?: unknown }).Query
   if (typeof Query !== 'function') return undefined
   const prototype = (Query as { prototype?: Partial<PgQuery> }).prototype
   const extendable = ['submit', 'prepare', 'handleRowDescription', 'handleDataRow', 'handleCommandComplete'] as const
